@@ -1,0 +1,243 @@
+//! Assembling a running relay from a configuration, and taking it down.
+//!
+//! [`Relay::start`] is what `hookrelay serve` and the integration tests
+//! call: it opens the store, binds both listeners (port 0 works), starts the
+//! dispatcher and the retention purge, and returns the bound addresses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ConfigError};
+use crate::dispatch::{random_jitter, Dispatcher, Jitter, SinkSet};
+use crate::ingress::{self, IngressState};
+use crate::metrics::Metrics;
+use crate::routing::RouteTable;
+use crate::server::{serve, ServeOptions};
+use crate::store::batch::Batcher;
+use crate::store::{self, now_ms, PurgeCutoffs, Store, StoreError};
+
+/// Why a relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened or migrated.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+}
+
+/// Knobs the tests turn; production uses [`RelayOptions::default`].
+#[derive(Clone)]
+pub struct RelayOptions {
+    /// Jitter for retry delays.
+    pub jitter: Jitter,
+    /// Run the dispatcher (tests that drive it step by step turn it off).
+    pub dispatch: bool,
+    /// How long shutdown waits for requests and attempts in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        RelayOptions {
+            jitter: random_jitter(),
+            dispatch: true,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running relay.
+///
+/// Shutdown, field by field: `cancel` is the one signal. The ingress
+/// server stops accepting and lets open requests finish; when its last
+/// connection closes, the last handle to the commit batcher goes with it, so
+/// `commit_task` ends only after every accepted request is committed. The
+/// dispatcher stops claiming, gives attempts in flight the grace period and
+/// returns the leases of the rest. `tasks` are all of these, awaited by
+/// [`Relay::wait`].
+pub struct Relay {
+    /// Where ingress listens.
+    pub ingress_addr: SocketAddr,
+    /// Where the admin listener listens.
+    pub admin_addr: SocketAddr,
+    /// The store, for tests and tools that look inside.
+    pub store: Arc<dyn Store>,
+    /// The dispatcher, for tests that drive it step by step.
+    pub dispatcher: Arc<Dispatcher>,
+    /// The sinks at run time.
+    pub sinks: Arc<SinkSet>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl Relay {
+    /// Opens the store, binds the listeners and starts every task.
+    pub async fn start(config: Config, opts: RelayOptions) -> Result<Relay, StartError> {
+        let config = Arc::new(config);
+        let store = store::open(&config.store, true, true).await?;
+        let released = store.recover(now_ms()).await?;
+        if released > 0 {
+            tracing::info!(released, "requeued deliveries a previous run left in flight");
+        }
+        let sinks = Arc::new(SinkSet::build(&config)?);
+        sinks.load_state(store.as_ref()).await?;
+        let metrics = Arc::new(Metrics::new());
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let s = store.clone();
+        let (commits, commit_task) = Batcher::spawn(
+            config.server.max_pending_commits,
+            config.store.ingest_batch,
+            move |batch: Vec<store::NewMessage>| {
+                let s = s.clone();
+                async move { s.ingest(&batch, now_ms()).await }
+            },
+        );
+        tasks.push(commit_task);
+
+        let ingress_state = Arc::new(IngressState {
+            config: config.clone(),
+            routes: RouteTable::new(&config),
+            sinks: sinks.clone(),
+            commits,
+            metrics: metrics.clone(),
+        });
+        let ingress_router = ingress::router(ingress_state).layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                    tower_http::request_id::MakeRequestUuid,
+                ))
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
+        );
+        let ingress_listener = bind(&config.server.listen).await?;
+        let admin_listener = bind(&config.admin.listen).await?;
+        let ingress_addr = ingress_listener.local_addr().map_err(|e| StartError::Bind {
+            addr: config.server.listen.clone(),
+            reason: e.to_string(),
+        })?;
+        let admin_addr = admin_listener.local_addr().map_err(|e| StartError::Bind {
+            addr: config.admin.listen.clone(),
+            reason: e.to_string(),
+        })?;
+        let serve_opts = ServeOptions {
+            header_read_timeout: config.server.header_read_timeout.0,
+            max_concurrency: config.server.max_concurrency,
+            shutdown_grace: opts.shutdown_grace,
+        };
+        tasks.push(tokio::spawn(serve(
+            ingress_listener,
+            ingress_router,
+            serve_opts.clone(),
+            cancel.clone(),
+        )));
+
+        let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
+            sinks.clone(),
+            metrics.clone(),
+            opts.jitter.clone(),
+            config.delivery.poll_interval.0,
+            opts.shutdown_grace,
+        ));
+        if opts.dispatch {
+            tasks.push(tokio::spawn(dispatcher.clone().run(cancel.clone())));
+        }
+
+        let admin_state = Arc::new(AdminState {
+            store: store.clone(),
+            sinks: sinks.clone(),
+            metrics,
+            config: config.clone(),
+        });
+        tasks.push(tokio::spawn(serve(
+            admin_listener,
+            admin::router(admin_state),
+            ServeOptions {
+                max_concurrency: 64,
+                ..serve_opts
+            },
+            cancel.clone(),
+        )));
+        tasks.push(tokio::spawn(purge_loop(store.clone(), config.clone(), cancel.clone())));
+
+        Ok(Relay {
+            ingress_addr,
+            admin_addr,
+            store,
+            dispatcher,
+            sinks,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// The token that stops this relay when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Waits until every task has ended (after the token is cancelled).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Stops the relay and waits for it.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.wait().await;
+    }
+}
+
+/// The cutoffs retention implies at `now`.
+pub fn purge_cutoffs(config: &Config, now: i64) -> PurgeCutoffs {
+    let longest_window = config
+        .sources
+        .iter()
+        .filter_map(|s| s.dedupe_window)
+        .chain([config.server.dedupe_window])
+        .max()
+        .unwrap_or(config.server.dedupe_window);
+    PurgeCutoffs {
+        delivered_before: now - config.retention.delivered.as_millis_i64(),
+        dead_before: now - config.retention.dead.as_millis_i64(),
+        dedupe_before: now - longest_window.as_millis_i64(),
+    }
+}
+
+async fn purge_loop(store: Arc<dyn Store>, config: Arc<Config>, cancel: CancellationToken) {
+    let every = config.retention.interval.0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match store.purge(&purge_cutoffs(&config, now_ms())).await {
+            Ok(c) if c.messages > 0 || c.dedupe_keys > 0 => {
+                tracing::info!(messages = c.messages, dedupe_keys = c.dedupe_keys, "retention purge")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention purge failed; will try again"),
+        }
+    }
+}

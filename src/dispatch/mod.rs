@@ -1,0 +1,385 @@
+//! The dispatcher: per sink, claim due deliveries with a lease, send them
+//! with bounded concurrency, and commit each outcome.
+//!
+//! One loop per sink, so a slow or failing sink never holds up another.
+//! A loop claims a batch (one short transaction), runs up to `concurrency`
+//! attempts at once, and refills when its buffer runs low. Outcomes go to a
+//! group-commit batcher, so a thousand deliveries a second do not mean a
+//! thousand fsyncs. No transaction is open while a request is in flight:
+//! the lease in the row is what keeps other workers off it.
+
+pub mod ratelimit;
+pub mod retry;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, DeliveryPolicy, SinkKind};
+use crate::metrics::Metrics;
+use crate::sinks::Sink;
+use crate::store::batch::Batcher;
+use crate::store::{now_ms, AttemptRecord, Claimed, Completion, Lease, NextState, Store, StoreError};
+use ratelimit::RateLimiter;
+use retry::next_state;
+
+/// Draws the jitter for a retry delay, in `[0, 1]`. Injected so tests are exact.
+pub type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// The default jitter: uniform random.
+pub fn random_jitter() -> Jitter {
+    Arc::new(rand::random::<f64>)
+}
+
+/// A configured sink at run time: how to send, its policy and its switches.
+pub struct SinkRuntime {
+    /// Name from the config.
+    pub name: String,
+    /// Kind from the config.
+    pub kind: SinkKind,
+    /// Effective delivery settings.
+    pub policy: DeliveryPolicy,
+    /// The sender.
+    pub sink: Arc<dyn Sink>,
+    paused: AtomicBool,
+    wake: Notify,
+    limiter: Option<RateLimiter>,
+}
+
+impl SinkRuntime {
+    /// Paused by an administrator: stores, but sends nothing.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Pauses or resumes sending (the store keeps the durable flag).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Tells the sink's loop that new work may be due.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The state word used by the API, the status page and metrics.
+    pub fn state(&self) -> &'static str {
+        if self.paused() {
+            "paused"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// Every configured sink, by name.
+pub struct SinkSet {
+    sinks: Vec<Arc<SinkRuntime>>,
+}
+
+impl SinkSet {
+    /// Builds every sink's client and runtime from the config.
+    pub fn build(config: &Config) -> Result<SinkSet, ConfigError> {
+        let mut sinks = Vec::new();
+        for c in &config.sinks {
+            let policy = c.policy(&config.delivery);
+            let sink = crate::sinks::build(c, &config.delivery)?;
+            sinks.push(Arc::new(SinkRuntime {
+                name: c.name.clone(),
+                kind: c.kind,
+                limiter: policy.rate_limit.map(RateLimiter::per_second),
+                policy,
+                sink,
+                paused: AtomicBool::new(false),
+                wake: Notify::new(),
+            }));
+        }
+        Ok(SinkSet { sinks })
+    }
+
+    /// The sink with this name.
+    pub fn get(&self, name: &str) -> Option<&Arc<SinkRuntime>> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+
+    /// All sinks in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<SinkRuntime>> {
+        self.sinks.iter()
+    }
+
+    /// Loads the durable pause flags.
+    pub async fn load_state(&self, store: &dyn Store) -> Result<(), StoreError> {
+        for row in store.sink_states().await? {
+            if let Some(s) = self.get(&row.sink) {
+                s.paused.store(row.paused, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Claims this many per round trip: enough to keep `concurrency` attempts
+/// busy between refills, few enough that a lease covers the batch.
+fn claim_batch(p: &DeliveryPolicy) -> usize {
+    let mut n = (p.concurrency * 4).clamp(1, 256);
+    if let Some(rate) = p.rate_limit {
+        // A rate-limited sink sends slowly; a big batch would sit leased.
+        n = n.min(((rate * 5.0).ceil() as usize).max(1));
+    }
+    n
+}
+
+/// How long a claimed batch may take before other workers may take it over.
+fn lease_for(p: &DeliveryPolicy, batch: usize) -> Duration {
+    let rounds = batch.div_ceil(p.concurrency.max(1)) as u32 + 1;
+    let waiting = p
+        .rate_limit
+        .map(|r| Duration::from_secs_f64(batch as f64 / r))
+        .unwrap_or_default();
+    p.timeout * rounds + waiting + Duration::from_secs(10)
+}
+
+/// The delivery engine. Cheap to share; [`Dispatcher::run`] drives it.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    sinks: Arc<SinkSet>,
+    completions: Batcher<Completion, ()>,
+    metrics: Arc<Metrics>,
+    jitter: Jitter,
+    poll_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Dispatcher {
+    /// Creates a dispatcher and starts its completion batcher.
+    pub fn new(
+        store: Arc<dyn Store>,
+        sinks: Arc<SinkSet>,
+        metrics: Arc<Metrics>,
+        jitter: Jitter,
+        poll_interval: Duration,
+        shutdown_grace: Duration,
+    ) -> Dispatcher {
+        let s = store.clone();
+        let (completions, _task) = Batcher::spawn(8192, 512, move |batch: Vec<Completion>| {
+            let s = s.clone();
+            async move {
+                let n = batch.len();
+                s.complete(&batch).await.map(|_| vec![(); n])
+            }
+        });
+        Dispatcher {
+            store,
+            sinks,
+            completions,
+            metrics,
+            jitter,
+            poll_interval,
+            shutdown_grace,
+        }
+    }
+
+    /// Runs one loop per sink until `cancel`, then stops claiming, lets
+    /// attempts in flight finish for the shutdown grace period and returns
+    /// the leases of everything it did not finish.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut loops = JoinSet::new();
+        for rt in self.sinks.iter() {
+            loops.spawn(self.clone().sink_loop(rt.clone(), cancel.clone()));
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    async fn sink_loop(self: Arc<Self>, rt: Arc<SinkRuntime>, cancel: CancellationToken) {
+        let batch = claim_batch(&rt.policy);
+        let lease = lease_for(&rt.policy, batch).as_millis() as i64;
+        let concurrency = rt.policy.concurrency;
+        let names = [rt.name.clone()];
+        let mut buf: VecDeque<Claimed> = VecDeque::new();
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, Lease> = HashMap::new();
+        // Set when the last claim came back short: the queue is empty, so
+        // wait for a wake-up or a timer before asking again.
+        let mut drained = false;
+        let mut failures: u32 = 0;
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            if !drained && !rt.paused() && buf.len() < concurrency {
+                let want = batch - buf.len();
+                let now = now_ms();
+                match self.store.claim(&rt.name, want, now, now + lease).await {
+                    Ok(v) => {
+                        drained = v.len() < want;
+                        buf.extend(v);
+                        failures = 0;
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        drained = true;
+                        if failures == 1 || failures % 30 == 0 {
+                            tracing::warn!(sink = %rt.name, error = %e, "cannot claim deliveries; will retry");
+                        }
+                    }
+                }
+            }
+            while tasks.len() < concurrency && !rt.paused() {
+                let Some(d) = buf.pop_front() else { break };
+                let l = d.lease();
+                let me = self.clone();
+                let r = rt.clone();
+                let h = tasks.spawn(async move {
+                    let c = me.attempt(&r, d, None).await;
+                    if let Err(e) = me.completions.submit_wait(c).await {
+                        // The lease will expire and the delivery be tried again.
+                        tracing::warn!(sink = %r.name, error = %e, "cannot record an attempt");
+                    }
+                });
+                running.insert(h.id(), l);
+            }
+            let wait = if failures > 0 {
+                // Store trouble: back off up to 5 s, then try again.
+                Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(5))
+            } else if tasks.is_empty() && !drained && !rt.paused() {
+                Duration::ZERO
+            } else if tasks.is_empty() && !rt.paused() {
+                match self.store.next_due(&names).await {
+                    Ok(Some(t)) => Duration::from_millis((t - now_ms()).max(0) as u64).min(self.poll_interval),
+                    _ => self.poll_interval,
+                }
+            } else {
+                self.poll_interval
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(res) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let id = match res { Ok((id, ())) => id, Err(e) => e.id() };
+                    running.remove(&id);
+                }
+                _ = rt.wake.notified() => drained = false,
+                _ = self.store.wait_for_work() => drained = false,
+                _ = tokio::time::sleep(wait) => drained = false,
+            }
+        }
+        self.shut_down(&rt, buf, tasks, running).await;
+    }
+
+    async fn shut_down(
+        &self,
+        rt: &SinkRuntime,
+        buf: VecDeque<Claimed>,
+        mut tasks: JoinSet<()>,
+        mut running: HashMap<tokio::task::Id, Lease>,
+    ) {
+        let mut leases: Vec<Lease> = buf.iter().map(Claimed::lease).collect();
+        let deadline = tokio::time::sleep(self.shutdown_grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                res = tasks.join_next_with_id() => match res {
+                    None => break,
+                    Some(Ok((id, ()))) => { running.remove(&id); }
+                    Some(Err(e)) => { running.remove(&e.id()); }
+                },
+                _ = &mut deadline => {
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        leases.extend(running.into_values());
+        if !leases.is_empty() {
+            match self.store.release(&leases, now_ms()).await {
+                Ok(()) => tracing::info!(sink = %rt.name, released = leases.len(), "released unfinished deliveries"),
+                Err(e) => tracing::warn!(sink = %rt.name, error = %e, "cannot release leases; they expire by themselves"),
+            }
+        }
+    }
+
+    /// Makes one attempt and decides the delivery's next state. `clock` is
+    /// the time to schedule from (tests pass their own; `None` is now).
+    async fn attempt(&self, rt: &SinkRuntime, d: Claimed, clock: Option<i64>) -> Completion {
+        if let Some(l) = &rt.limiter {
+            l.acquire().await;
+        }
+        let started_at = clock.unwrap_or_else(now_ms);
+        let t0 = Instant::now();
+        let outcome = rt.sink.deliver(&d).await;
+        let elapsed = t0.elapsed();
+        let now = clock.unwrap_or_else(now_ms);
+        let attempt_no = d.attempts + 1;
+        let next = next_state(
+            &rt.policy,
+            outcome.verdict,
+            attempt_no,
+            d.cycle_started_at,
+            now,
+            (self.jitter)(),
+        );
+        let secs = elapsed.as_secs_f64();
+        match next {
+            NextState::Delivered => {
+                self.metrics.delivery(&rt.name, "delivered", secs);
+                self.metrics
+                    .end_to_end(&rt.name, (now_ms() - d.received_at).max(0) as f64 / 1000.0);
+                tracing::debug!(sink = %rt.name, delivery_id = %d.id, "delivered");
+            }
+            NextState::Retry { at } => {
+                self.metrics.delivery(&rt.name, "retried", secs);
+                tracing::debug!(sink = %rt.name, delivery_id = %d.id, attempt = attempt_no,
+                    retry_in_ms = at - now, error = ?outcome.error, "attempt failed; will retry");
+            }
+            NextState::Dead => {
+                self.metrics.delivery(&rt.name, "dead", secs);
+                tracing::warn!(sink = %rt.name, delivery_id = %d.id, message_id = %d.message_id,
+                    attempts = attempt_no, status = ?outcome.status,
+                    error = outcome.error.as_deref().unwrap_or(""), "delivery dead");
+            }
+            NextState::Defer { .. } => {}
+        }
+        Completion {
+            lease: d.lease(),
+            attempt: Some(AttemptRecord {
+                attempt: attempt_no,
+                started_at,
+                duration_ms: elapsed.as_millis() as i64,
+                status: outcome.status,
+                error: outcome.error,
+                response: outcome.response,
+            }),
+            next,
+            now,
+        }
+    }
+
+    /// Drives every sink one step at time `now`: claims what is due, makes
+    /// one attempt each and commits the outcomes. Returns how many attempts
+    /// were made. For tests and tools: nothing sleeps, time is the caller's.
+    pub async fn run_once(&self, now: i64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for rt in self.sinks.iter() {
+            if rt.paused() {
+                continue;
+            }
+            let lease = lease_for(&rt.policy, 1000).as_millis() as i64;
+            let claimed = self.store.claim(&rt.name, 1000, now, now + lease).await?;
+            let mut done = Vec::with_capacity(claimed.len());
+            for d in claimed {
+                done.push(self.attempt(rt, d, Some(now)).await);
+            }
+            n += done.len();
+            self.store.complete(&done).await?;
+        }
+        Ok(n)
+    }
+}

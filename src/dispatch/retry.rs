@@ -1,0 +1,185 @@
+//! The retry policy, as pure functions.
+//!
+//! Two questions kept apart (as Vector does): *should* we retry — the
+//! sink's classification of an answer into a [`Verdict`] — and *when* —
+//! [`next_state`], a function of the attempt number, the policy and an
+//! injected jitter in `[0, 1]`. Retries are durable: the answer becomes the
+//! delivery's `next_attempt_at` in the store, not a sleep in memory.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::DeliveryPolicy;
+use crate::store::NextState;
+
+/// What one attempt's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The sink accepted it.
+    Delivered,
+    /// Worth trying again; at `after` when the sink said so (Retry-After).
+    Retry {
+        /// The sink's own wish, if any.
+        after: Option<Duration>,
+    },
+    /// Trying again cannot help (a 4xx that is not about timing).
+    Permanent,
+}
+
+/// Classifies an HTTP status: 2xx delivered; 408, 425, 429 and 5xx retried;
+/// every other status permanent.
+pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        408 | 425 | 429 | 500..=599 => Verdict::Retry { after: retry_after },
+        _ => Verdict::Permanent,
+    }
+}
+
+/// Parses a `Retry-After` value: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate_parse(v)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn httpdate_parse(v: &str) -> Option<SystemTime> {
+    // IMF-fixdate, e.g. "Wed, 21 Oct 2015 07:28:00 GMT": reorder it into
+    // RFC 3339 for humantime.
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == mon)?
+        + 1;
+    let day: u32 = day.parse().ok()?;
+    humantime::parse_rfc3339(&format!("{year}-{month:02}-{day:02}T{time}Z")).ok()
+}
+
+/// The un-jittered delay before attempt `n + 1` after `n` failed attempts:
+/// `initial * 2^(n-1)`, capped at `max_backoff`.
+pub fn backoff_cap(policy: &DeliveryPolicy, failed_attempts: u32) -> Duration {
+    let exp = failed_attempts.saturating_sub(1).min(32);
+    let factor = 1u64 << exp;
+    let ms = (policy.initial_backoff.as_millis() as u64).saturating_mul(factor);
+    Duration::from_millis(ms).min(policy.max_backoff)
+}
+
+/// Full jitter: a delay uniformly in `[0, cap]`, `jitter` being the draw in `[0, 1]`.
+pub fn backoff_delay(policy: &DeliveryPolicy, failed_attempts: u32, jitter: f64) -> Duration {
+    let cap = backoff_cap(policy, failed_attempts);
+    cap.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// Decides where a delivery goes after an attempt.
+///
+/// * `attempts_made` counts this attempt (1 after the first).
+/// * `cycle_started_at` is when the delivery was queued or last replayed;
+///   nothing is retried past `cycle_started_at + max_age`.
+/// * A Retry-After is honoured but capped at `max_backoff`, so a sink
+///   cannot park a delivery for a week.
+pub fn next_state(
+    policy: &DeliveryPolicy,
+    verdict: Verdict,
+    attempts_made: u32,
+    cycle_started_at: i64,
+    now: i64,
+    jitter: f64,
+) -> NextState {
+    match verdict {
+        Verdict::Delivered => NextState::Delivered,
+        Verdict::Permanent => NextState::Dead,
+        Verdict::Retry { after } => {
+            if attempts_made >= policy.max_attempts {
+                return NextState::Dead;
+            }
+            let delay = match after {
+                Some(a) => a.min(policy.max_backoff),
+                None => backoff_delay(policy, attempts_made, jitter),
+            };
+            let at = now.saturating_add(delay.as_millis() as i64);
+            let deadline = cycle_started_at.saturating_add(policy.max_age.as_millis() as i64);
+            if at > deadline {
+                NextState::Dead
+            } else {
+                NextState::Retry { at }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> DeliveryPolicy {
+        DeliveryPolicy {
+            timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(60),
+            max_age: Duration::from_secs(3600),
+            concurrency: 1,
+            rate_limit: None,
+            proxy: None,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn statuses_classify_as_the_contract_says() {
+        assert_eq!(classify_status(200, None), Verdict::Delivered);
+        assert_eq!(classify_status(204, None), Verdict::Delivered);
+        for s in [408, 425, 429, 500, 502, 503, 599] {
+            assert!(matches!(classify_status(s, None), Verdict::Retry { .. }), "{s}");
+        }
+        for s in [301, 400, 401, 403, 404, 410, 422] {
+            assert_eq!(classify_status(s, None), Verdict::Permanent, "{s}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let p = policy();
+        let caps: Vec<u64> = (1..=6).map(|n| backoff_cap(&p, n).as_secs()).collect();
+        assert_eq!(caps, vec![5, 10, 20, 40, 60, 60]);
+        assert_eq!(backoff_delay(&p, 3, 0.5), Duration::from_secs(10));
+        assert_eq!(backoff_delay(&p, 3, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn dead_after_max_attempts_or_max_age() {
+        let p = policy();
+        let r = Verdict::Retry { after: None };
+        assert_eq!(next_state(&p, r, 5, 0, 0, 1.0), NextState::Dead);
+        assert_eq!(next_state(&p, r, 1, 0, 1000, 1.0), NextState::Retry { at: 6000 });
+        // 59 minutes in, a 40 s delay would cross the hour.
+        assert_eq!(next_state(&p, r, 4, 0, 3_590_000, 1.0), NextState::Dead);
+        assert_eq!(next_state(&p, Verdict::Permanent, 1, 0, 0, 1.0), NextState::Dead);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds() {
+        let p = policy();
+        let r = |s| Verdict::Retry { after: Some(Duration::from_secs(s)) };
+        assert_eq!(next_state(&p, r(7), 1, 0, 0, 0.0), NextState::Retry { at: 7000 });
+        assert_eq!(next_state(&p, r(86_400), 1, 0, 0, 0.0), NextState::Retry { at: 60_000 });
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let now = humantime::parse_rfc3339("2015-10-21T07:27:00Z").unwrap();
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

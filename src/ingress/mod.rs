@@ -1,0 +1,393 @@
+//! Ingress: `POST /hooks/<source>` — limit the body, verify the signature or
+//! secret on the raw bytes, parse and normalise, dedupe, route, and commit
+//! the message with all its deliveries before answering 200.
+//!
+//! Every refusal is an [`IngressError`], mapped to a status and a JSON body
+//! in one place (`error.rs`); the handler logs and counts it, then answers.
+
+mod error;
+pub mod payload;
+pub mod signature;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{Config, SigEncoding, SourceConfig, SourceKind};
+use crate::dispatch::SinkSet;
+use crate::metrics::{IngressOutcome, Metrics};
+use crate::routing::RouteTable;
+use crate::store::batch::{Batcher, SubmitError};
+use crate::store::{new_id, now_ms, IngestOutcome, NewDelivery, NewMessage};
+pub use error::IngressError;
+use payload::{BodyFormat, BodySecret};
+
+/// What the ingress handlers share.
+pub struct IngressState {
+    /// The configuration (sources, limits).
+    pub config: Arc<Config>,
+    /// Compiled routing rules.
+    pub routes: RouteTable,
+    /// Sinks, to wake their loops after a commit.
+    pub sinks: Arc<SinkSet>,
+    /// The group-commit queue in front of the store.
+    pub commits: Batcher<NewMessage, IngestOutcome>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The ingress routes. Nothing of the admin API lives here.
+pub fn router(state: Arc<IngressState>) -> Router {
+    Router::new()
+        .route(
+            "/hooks/{source}",
+            get(get_hook)
+                .post(post_hook)
+                .fallback(|| async { IngressError::MethodNotAllowed.into_response() }),
+        )
+        .fallback(|| async { IngressError::NotFound.into_response() })
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct CrcQuery {
+    crc_token: Option<String>,
+}
+
+/// `GET /hooks/<source>`: ArcGIS checks the URL when a webhook is created;
+/// with `?crc_token=` it is ArcGIS Online's challenge.
+async fn get_hook(
+    State(st): State<Arc<IngressState>>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<CrcQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(src) = st.config.source(&name) else {
+        st.metrics.ingress("unknown", IngressOutcome::NotFound);
+        return IngressError::UnknownSource.into_response();
+    };
+    let ip = client_ip(peer, &headers, &st.config.server.trusted_proxies);
+    if !ip_allowed(src, ip) {
+        st.metrics.ingress(&src.name, IngressOutcome::Forbidden);
+        tracing::warn!(source = %src.name, client = %ip, "GET refused: address not allowed");
+        return IngressError::IpNotAllowed.into_response();
+    }
+    match query.ok().and_then(|q| q.0.crc_token) {
+        Some(token) if !token.is_empty() && token.len() <= 1024 => {
+            let key = &src.secret.0[0];
+            Json(json!({"response_token": signature::crc_response(key, &token)})).into_response()
+        }
+        Some(_) => IngressError::Invalid("crc_token must be 1 to 1024 characters".into()).into_response(),
+        None => Json(json!({"status": "ok", "source": src.name})).into_response(),
+    }
+}
+
+/// `POST /hooks/<source>`.
+async fn post_hook(
+    State(st): State<Arc<IngressState>>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let t0 = Instant::now();
+    let result = accept(&st, &name, peer, req).await;
+    let label = st.config.source(&name).map(|s| s.name.as_str()).unwrap_or("unknown");
+    match result {
+        Ok((status, body)) => {
+            st.metrics.ingress(label, status);
+            tracing::info!(source = %label, request_id = %request_id, outcome = ?status,
+                elapsed_ms = t0.elapsed().as_millis() as u64, "webhook accepted");
+            Json(body).into_response()
+        }
+        Err(e) => {
+            st.metrics.ingress(label, e.outcome());
+            if e.is_server_side() {
+                tracing::error!(source = %label, request_id = %request_id, error = %e, "webhook not stored");
+            } else {
+                tracing::warn!(source = %label, request_id = %request_id, client = %peer.ip(), error = %e, "webhook refused");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn accept(
+    st: &IngressState,
+    name: &str,
+    peer: SocketAddr,
+    req: Request<Body>,
+) -> Result<(IngressOutcome, serde_json::Value), IngressError> {
+    let src = st.config.source(name).ok_or(IngressError::UnknownSource)?;
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let ip = client_ip(peer, &headers, &st.config.server.trusted_proxies);
+    if !ip_allowed(src, ip) {
+        return Err(IngressError::IpNotAllowed);
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().map_err(|_| IngressError::Invalid("Content-Type is not ASCII".into())))
+        .transpose()?;
+    let format = payload::body_format(content_type)?;
+    let raw = read_body(&st.config, &headers, body).await?;
+
+    let verified = match src.kind {
+        SourceKind::ArcgisService => verify_service(src, &headers, format, &raw)?,
+        SourceKind::Hmac => verify_hmac_source(src, &headers, format, &raw)?,
+        SourceKind::ArcgisPortal => verify_portal(src, &headers, format, &raw)?,
+    };
+    let events = payload::normalise(&verified.doc, src.kind == SourceKind::Hmac)?;
+
+    let dedupe_key = payload::dedupe_key(&events, &raw);
+    let routed = st.routes.route(&src.name, &events);
+    let received_at = now_ms();
+    let kept = json!({
+        "user-agent": headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        "client-ip": ip.to_string(),
+    });
+    let window = src.dedupe_window.unwrap_or(st.config.server.dedupe_window);
+    let msg = NewMessage {
+        id: new_id(),
+        source: src.name.clone(),
+        received_at,
+        content_type: content_type.unwrap_or("application/json").to_string(),
+        headers: kept.to_string(),
+        body: verified.forward_body,
+        events: serde_json::to_string(&events).map_err(|e| IngressError::Invalid(e.to_string()))?,
+        dedupe_key,
+        dedupe_window_ms: window.as_millis_i64(),
+        deliveries: routed
+            .iter()
+            .map(|(sink, idx)| NewDelivery {
+                id: new_id(),
+                sink: sink.clone(),
+                events: serde_json::to_string(idx).unwrap_or_else(|_| "[]".into()),
+            })
+            .collect(),
+    };
+    let t0 = Instant::now();
+    let outcome = st.commits.submit(msg).await.map_err(|e| match e {
+        SubmitError::Full => IngressError::Unavailable("commit queue is full".into()),
+        SubmitError::Closed => IngressError::Unavailable("shutting down".into()),
+        SubmitError::Store(e) => IngressError::Unavailable(e.to_string()),
+    })?;
+    st.metrics.commit_seconds(t0.elapsed().as_secs_f64());
+    Ok(match outcome {
+        IngestOutcome::Accepted { message_id, deliveries } => {
+            for (sink, _) in &routed {
+                if let Some(s) = st.sinks.get(sink) {
+                    s.wake();
+                }
+            }
+            (
+                IngressOutcome::Accepted,
+                json!({"status": "accepted", "message_id": message_id, "deliveries": deliveries}),
+            )
+        }
+        IngestOutcome::Duplicate { message_id } => (
+            IngressOutcome::Duplicate,
+            json!({"status": "accepted", "message_id": message_id, "duplicate": true, "deliveries": 0}),
+        ),
+    })
+}
+
+/// Reads the body within the size limit and the body read timeout.
+async fn read_body(config: &Config, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, IngressError> {
+    let limit = config.server.max_body_bytes;
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(IngressError::TooLarge(limit));
+        }
+    }
+    let timeout = config.server.body_read_timeout.0;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(IngressError::BodyTimeout(timeout)),
+        Ok(Ok(b)) => Ok(b.to_vec()),
+        Ok(Err(e)) => {
+            // to_bytes reports the limit through its error's source chain.
+            let mut src: Option<&dyn std::error::Error> = Some(&e);
+            while let Some(s) = src {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(IngressError::TooLarge(limit));
+                }
+                src = s.source();
+            }
+            Err(IngressError::Invalid("the request body could not be read".into()))
+        }
+    }
+}
+
+/// A verified request: the parsed document and the bytes sinks will get.
+struct Verified {
+    doc: serde_json::Value,
+    forward_body: Vec<u8>,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, IngressError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| IngressError::BadSignature(format!("{name} header is not ASCII"))),
+    }
+}
+
+fn verify_service(
+    src: &SourceConfig,
+    headers: &HeaderMap,
+    format: BodyFormat,
+    raw: &[u8],
+) -> Result<Verified, IngressError> {
+    let (signed, json_bytes, form_sig) = match format {
+        BodyFormat::Json => (raw.to_vec(), raw.to_vec(), None),
+        BodyFormat::Form => {
+            let f = payload::extract_form(raw)?;
+            (f.signed, f.json, f.signature)
+        }
+    };
+    let presented = match header(headers, "x-esrihook-signature")? {
+        Some(h) => h.to_string(),
+        None => form_sig.ok_or_else(|| {
+            IngressError::MissingSignature("no x-esriHook-Signature header or form field".into())
+        })?,
+    };
+    let digest = signature::decode_esri_signature(&presented).ok_or_else(|| {
+        IngressError::BadSignature("x-esriHook-Signature is not a base64 or hex SHA-256 digest".into())
+    })?;
+    if !signature::verify_hmac(&src.secret.0, &signed, &digest) {
+        return Err(IngressError::BadSignature("signature does not match".into()));
+    }
+    Ok(Verified {
+        doc: payload::parse_json(&json_bytes)?,
+        forward_body: raw.to_vec(),
+    })
+}
+
+fn verify_hmac_source(
+    src: &SourceConfig,
+    headers: &HeaderMap,
+    _format: BodyFormat,
+    raw: &[u8],
+) -> Result<Verified, IngressError> {
+    let name = src.header.as_deref().unwrap_or("x-hub-signature-256").to_ascii_lowercase();
+    let prefix = src.prefix.as_deref().unwrap_or("sha256=");
+    let encoding = src.encoding.unwrap_or(SigEncoding::Hex);
+    let presented = header(headers, &name)?
+        .ok_or_else(|| IngressError::MissingSignature(format!("no {name} header")))?;
+    let digest = signature::decode_configured(presented, prefix, encoding).ok_or_else(|| {
+        IngressError::BadSignature(format!("{name} is not {prefix}<{encoding:?} SHA-256 digest>"))
+    })?;
+    if !signature::verify_hmac(&src.secret.0, raw, &digest) {
+        return Err(IngressError::BadSignature("signature does not match".into()));
+    }
+    Ok(Verified {
+        doc: payload::parse_json(raw)?,
+        forward_body: raw.to_vec(),
+    })
+}
+
+fn verify_portal(
+    src: &SourceConfig,
+    headers: &HeaderMap,
+    format: BodyFormat,
+    raw: &[u8],
+) -> Result<Verified, IngressError> {
+    let header_secret = headers.get("secret").map(|v| v.as_bytes());
+    let header_ok = header_secret.is_some_and(|s| signature::secret_matches(&src.secret.0, s));
+    let json_bytes = match format {
+        BodyFormat::Json => raw.to_vec(),
+        BodyFormat::Form => match payload::extract_form(raw) {
+            Ok(f) => f.json,
+            Err(e) if header_ok => return Err(e.into()),
+            Err(_) => return Err(unauthenticated(header_secret.is_some())),
+        },
+    };
+    // Unauthenticated callers learn nothing about the body's validity.
+    let mut doc = match payload::parse_json(&json_bytes) {
+        Ok(d) => d,
+        Err(e) if header_ok => return Err(e.into()),
+        Err(_) => return Err(unauthenticated(header_secret.is_some())),
+    };
+    let body_secret = payload::take_body_secret(&mut doc);
+    let body_ok = matches!(&body_secret, BodySecret::Present(s) if signature::secret_matches(&src.secret.0, s.as_bytes()));
+    if !(header_ok || body_ok) {
+        return Err(unauthenticated(header_secret.is_some() || body_secret != BodySecret::Absent));
+    }
+    let forward_body = if body_secret == BodySecret::Absent {
+        raw.to_vec()
+    } else {
+        // The secret came inside the body: forward the document without it.
+        let json = serde_json::to_vec(&doc).map_err(|e| IngressError::Invalid(e.to_string()))?;
+        match format {
+            BodyFormat::Json => json,
+            BodyFormat::Form => form_urlencoded::Serializer::new(String::new())
+                .append_pair("payload", &String::from_utf8_lossy(&json))
+                .finish()
+                .into_bytes(),
+        }
+    };
+    Ok(Verified { doc, forward_body })
+}
+
+fn unauthenticated(presented: bool) -> IngressError {
+    if presented {
+        IngressError::BadSecret
+    } else {
+        IngressError::MissingSecret
+    }
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy —
+/// the right-most address in `X-Forwarded-For` that is not a trusted proxy.
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let mut ip = peer.ip();
+    if !trusted.iter().any(|n| n.contains(&ip)) {
+        return ip;
+    }
+    let Some(xff) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) else {
+        return ip;
+    };
+    for hop in xff.rsplit(',') {
+        let Ok(hop_ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        ip = hop_ip;
+        if !trusted.iter().any(|n| n.contains(&hop_ip)) {
+            break;
+        }
+    }
+    ip
+}
+
+fn ip_allowed(src: &SourceConfig, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    src.allow_ips.is_empty() || src.allow_ips.iter().any(|n| n.contains(&ip))
+}
+
+/// Default `Retry-After` for 503 answers, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 5;

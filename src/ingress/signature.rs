@@ -1,0 +1,176 @@
+//! Inbound authentication: HMAC signatures and shared secrets, compared in
+//! constant time. Pure functions over bytes, so they are fuzzed and tested
+//! without a server.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{SigEncoding, Secret};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Longest signature header we look at. A SHA-256 digest is 44 characters
+/// of base64 or 64 of hex; anything much longer is not a signature, and
+/// refusing it early keeps a megabyte header from costing a decode.
+pub const MAX_SIGNATURE_LEN: usize = 256;
+
+/// Decodes an `x-esriHook-Signature` value into the 32-byte digest.
+///
+/// Esri's documents disagree on the encoding, so this accepts every form
+/// seen: optionally percent-encoded, optionally prefixed with `sha256=`
+/// (any case), then lowercase/uppercase hex or base64 (standard or URL-safe,
+/// padded or not). Returns `None` for anything else.
+pub fn decode_esri_signature(raw: &str) -> Option<Vec<u8>> {
+    if raw.len() > MAX_SIGNATURE_LEN {
+        return None;
+    }
+    let decoded;
+    let mut s = raw.trim();
+    if s.contains('%') {
+        decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
+        s = decoded.trim();
+    }
+    if s.len() >= 7 && s[..7].eq_ignore_ascii_case("sha256=") {
+        s = &s[7..];
+    }
+    let digest = if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(s).ok()?
+    } else {
+        decode_base64(s)?
+    };
+    (digest.len() == 32).then_some(digest)
+}
+
+/// Decodes a signature with an explicit prefix and encoding (`hmac` sources).
+pub fn decode_configured(raw: &str, prefix: &str, encoding: SigEncoding) -> Option<Vec<u8>> {
+    if raw.len() > MAX_SIGNATURE_LEN {
+        return None;
+    }
+    let s = raw.trim();
+    let s = if prefix.is_empty() {
+        s
+    } else if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        &s[prefix.len()..]
+    } else {
+        return None;
+    };
+    let digest = match encoding {
+        SigEncoding::Hex => hex::decode(s).ok()?,
+        SigEncoding::Base64 => decode_base64(s)?,
+    };
+    (digest.len() == 32).then_some(digest)
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(s).ok())
+}
+
+/// Whether `signature` is HMAC-SHA256 of `signed` under any of `secrets`.
+/// The MAC comparison is constant-time.
+pub fn verify_hmac(secrets: &[Secret], signed: &[u8], signature: &[u8]) -> bool {
+    // Every key is tried even after a match, so timing does not tell which
+    // key of a rotation list matched.
+    let mut ok = false;
+    for s in secrets {
+        let Ok(mut mac) = HmacSha256::new_from_slice(s.expose().as_bytes()) else {
+            continue;
+        };
+        mac.update(signed);
+        ok |= mac.verify_slice(signature).is_ok();
+    }
+    ok
+}
+
+/// Whether a presented shared secret equals any configured one. Both sides
+/// are hashed first, so the comparison takes the same time whatever the
+/// lengths, and is then done in constant time.
+pub fn secret_matches(secrets: &[Secret], presented: &[u8]) -> bool {
+    let p = Sha256::digest(presented);
+    let mut ok = subtle::Choice::from(0u8);
+    for s in secrets {
+        let c = Sha256::digest(s.expose().as_bytes());
+        ok |= p.ct_eq(&c);
+    }
+    ok.into()
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The ArcGIS Online challenge answer for `GET ?crc_token=T`:
+/// `sha256=<base64 HMAC-SHA256(key, T)>`.
+pub fn crc_response(key: &Secret, token: &str) -> String {
+    let mac = hmac_sha256(key.expose().as_bytes(), token.as_bytes());
+    format!(
+        "sha256={}",
+        base64::engine::general_purpose::STANDARD.encode(mac)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(key: &str, body: &[u8]) -> Vec<u8> {
+        hmac_sha256(key.as_bytes(), body)
+    }
+
+    #[test]
+    fn every_esri_encoding_decodes_to_the_same_digest() {
+        let d = sig("k", b"body");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&d);
+        let hexed = hex::encode(&d);
+        let forms = [
+            b64.clone(),
+            format!("sha256={b64}"),
+            format!("SHA256={b64}"),
+            hexed.clone(),
+            hexed.to_uppercase(),
+            format!("sha256={hexed}"),
+            percent_encoding::utf8_percent_encode(
+                &format!("sha256={b64}"),
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d),
+        ];
+        for f in forms {
+            assert_eq!(decode_esri_signature(&f).as_deref(), Some(&d[..]), "{f}");
+        }
+    }
+
+    #[test]
+    fn junk_does_not_decode() {
+        for f in ["", "sha256=", "zzzz", "sha256=abc", &"a".repeat(5000), "%zz"] {
+            assert!(decode_esri_signature(f).is_none(), "{f}");
+        }
+    }
+
+    #[test]
+    fn rotation_list_accepts_either_key() {
+        let secrets = vec![Secret::new("old"), Secret::new("new")];
+        assert!(verify_hmac(&secrets, b"x", &sig("new", b"x")));
+        assert!(verify_hmac(&secrets, b"x", &sig("old", b"x")));
+        assert!(!verify_hmac(&secrets, b"x", &sig("other", b"x")));
+        assert!(secret_matches(&secrets, b"old"));
+        assert!(!secret_matches(&secrets, b"ol"));
+    }
+
+    #[test]
+    fn configured_prefix_is_required() {
+        let d = sig("k", b"b");
+        let h = format!("sha256={}", hex::encode(&d));
+        assert_eq!(decode_configured(&h, "sha256=", SigEncoding::Hex), Some(d.clone()));
+        assert_eq!(decode_configured(&hex::encode(&d), "sha256=", SigEncoding::Hex), None);
+    }
+}

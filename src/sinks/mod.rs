@@ -1,0 +1,273 @@
+//! Outbound destinations. One file per kind; each does two things: render
+//! a delivery into a request for its service, and classify the service's
+//! answer into a [`Verdict`]. Sending, timeouts, proxies and recording the
+//! answer are shared here, so a new HTTP kind is a render and a classify.
+
+pub mod client;
+pub mod http;
+pub mod sign;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ::http::{HeaderMap, Method};
+
+use crate::config::{ConfigError, DeliveryConfig, SinkConfig, SinkKind};
+use crate::dispatch::retry::{classify_status, parse_retry_after, Verdict};
+use crate::store::Claimed;
+
+/// The first this-many bytes of an answer are kept with the attempt.
+pub const RESPONSE_KEEP: usize = 1024;
+/// Answers are read up to this size (so the connection can be reused), the rest dropped.
+const RESPONSE_READ: usize = 64 * 1024;
+
+/// The result of one attempt, before the retry policy decides what next.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    /// Delivered, retry or permanent.
+    pub verdict: Verdict,
+    /// Status code, when an answer came.
+    pub status: Option<i32>,
+    /// What went wrong (no secrets: URLs are never included).
+    pub error: Option<String>,
+    /// The answer's first kilobyte.
+    pub response: Option<String>,
+}
+
+/// A destination a delivery can be sent to.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Makes one attempt.
+    async fn deliver(&self, d: &Claimed) -> AttemptOutcome;
+}
+
+/// A rendered HTTP request.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Method.
+    pub method: Method,
+    /// Headers besides the relay's own.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// An HTTP answer as the classifier sees it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Up to 64 KiB of the body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as text (lossy), for classifiers that look for words.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A `Retry-After` header, parsed.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let v = self.headers.get(::http::header::RETRY_AFTER)?.to_str().ok()?;
+        parse_retry_after(v, std::time::SystemTime::now())
+    }
+}
+
+/// The render and classify halves of an HTTP-based sink kind.
+pub trait HttpKind: Send + Sync + 'static {
+    /// Builds the request for a delivery, or says why it cannot be built.
+    fn render(&self, d: &Claimed) -> Result<Outbound, String>;
+
+    /// Reads the service's answer. The default is the generic HTTP rule.
+    fn classify(&self, a: &Answer) -> Verdict {
+        classify_status(a.status, a.retry_after())
+    }
+}
+
+/// An HTTP sink: a kind plus the client and URL it sends with.
+pub struct HttpSink<K> {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    timeout: Duration,
+    kind: K,
+}
+
+impl<K: HttpKind> HttpSink<K> {
+    /// Wraps a kind with its client.
+    pub fn new(client: reqwest::Client, url: reqwest::Url, timeout: Duration, kind: K) -> Self {
+        HttpSink {
+            client,
+            url,
+            timeout,
+            kind,
+        }
+    }
+}
+
+#[async_trait]
+impl<K: HttpKind> Sink for HttpSink<K> {
+    async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
+        let out = match self.kind.render(d) {
+            Ok(o) => o,
+            Err(e) => {
+                return AttemptOutcome {
+                    verdict: Verdict::Permanent,
+                    status: None,
+                    error: Some(format!("cannot render: {e}")),
+                    response: None,
+                }
+            }
+        };
+        let mut req = self
+            .client
+            .request(out.method, self.url.clone())
+            .header("x-hookrelay-delivery", &d.id)
+            .header("x-hookrelay-message", &d.message_id)
+            .header("x-hookrelay-attempt", (d.attempts + 1).to_string())
+            .body(out.body);
+        for (k, v) in out.headers {
+            req = req.header(k, v);
+        }
+        match send(req).await {
+            Ok(answer) => {
+                let verdict = self.kind.classify(&answer);
+                let error = match verdict {
+                    Verdict::Delivered => None,
+                    _ => Some(format!("HTTP {}", answer.status)),
+                };
+                AttemptOutcome {
+                    verdict,
+                    status: Some(answer.status as i32),
+                    error,
+                    response: Some(keep(&answer.body)),
+                }
+            }
+            Err(e) => AttemptOutcome {
+                verdict: Verdict::Retry { after: None },
+                status: None,
+                error: Some(describe_error(&e, self.timeout)),
+                response: None,
+            },
+        }
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+    let mut resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let headers = std::mem::take(resp.headers_mut());
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = RESPONSE_READ.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= RESPONSE_READ {
+            break;
+        }
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body: Bytes::from(body),
+    })
+}
+
+/// The first kilobyte of an answer, as text, cut on a character boundary.
+pub fn keep(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(RESPONSE_KEEP)]);
+    text.into_owned()
+}
+
+/// A transport error as a short sentence, never with the URL (which may
+/// carry a key) in it.
+pub fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("timed out after {}", humantime::format_duration(timeout));
+    }
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else if e.is_redirect() {
+        "redirect refused"
+    } else {
+        "request failed"
+    };
+    // The innermost causes say what happened (refused, reset, TLS...).
+    let mut causes = Vec::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        causes.push(s.to_string());
+        src = s.source();
+    }
+    let detail = causes.last().cloned().unwrap_or_default();
+    let detail = crate::config::redact_url(&detail);
+    if detail.is_empty() || detail == crate::config::REDACTED {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// Builds the runtime sink for a configured one.
+pub fn build(config: &SinkConfig, defaults: &DeliveryConfig) -> Result<Arc<dyn Sink>, ConfigError> {
+    let policy = config.policy(defaults);
+    let client = client::build(&config.name, &policy)?;
+    let url = reqwest::Url::parse(&config.url).map_err(|_| ConfigError::Invalid {
+        key: format!("sinks.{}.url", config.name),
+        message: "not a valid URL".into(),
+    })?;
+    match config.kind {
+        SinkKind::Http => Ok(Arc::new(HttpSink::new(
+            client,
+            url,
+            policy.timeout,
+            http::Http::new(config)?,
+        ))),
+        other => Err(ConfigError::Invalid {
+            key: format!("sinks.{}.kind", config.name),
+            message: format!("sink kind {:?} is not available in this build", other.as_str()),
+        }),
+    }
+}
+
+/// Kind-specific checks, called from [`crate::config::Config::validate`].
+pub fn validate_sink(key: &str, sink: &SinkConfig) -> Result<(), ConfigError> {
+    let bad = |k: &str, m: String| ConfigError::Invalid {
+        key: format!("{key}.{k}"),
+        message: m,
+    };
+    let url = reqwest::Url::parse(&sink.url).map_err(|_| bad("url", "not a valid URL".into()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("url", "must be an http:// or https:// URL".into()));
+    }
+    if let Some(m) = &sink.method {
+        if !matches!(m.to_ascii_uppercase().as_str(), "POST" | "PUT" | "PATCH") {
+            return Err(bad("method", format!("{m:?} is not POST, PUT or PATCH")));
+        }
+    }
+    for (name, value) in &sink.headers {
+        ::http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad("headers", format!("{name:?} is not a valid header name")))?;
+        ::http::HeaderValue::from_str(value.expose())
+            .map_err(|_| bad("headers", format!("the value of {name:?} is not a valid header value")))?;
+    }
+    match (sink.sign, &sink.secret) {
+        (Some(_), None) => return Err(bad("secret", "sign needs a secret".into())),
+        (Some(scheme), Some(secret)) => {
+            sign::signing_key(scheme, secret).map_err(|m| bad("secret", m))?;
+        }
+        _ => {}
+    }
+    match sink.kind {
+        SinkKind::Http => Ok(()),
+        other => Err(bad(
+            "kind",
+            format!("sink kind {:?} is not available in this build", other.as_str()),
+        )),
+    }
+}

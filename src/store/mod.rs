@@ -1,0 +1,160 @@
+//! Durable state: messages, their deliveries and every attempt.
+//!
+//! [`Store`] is the one interface both backends implement (`sqlite.rs`,
+//! `postgres.rs`); nothing above this module knows which one runs. All times
+//! are milliseconds since the Unix epoch and are passed in by the caller, so
+//! tests can drive the queue through time without sleeping.
+//!
+//! Lease model: claiming a delivery sets `status = in_flight`, a fresh
+//! `lease_token`, and moves `next_attempt_at` to the lease's end. A worker
+//! that dies never completes, so its delivery becomes due again when the
+//! lease ends and any worker claims it. Completion only counts when the
+//! token still matches, so a late worker cannot overwrite a newer claim.
+
+pub mod batch;
+mod model;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use model::*;
+
+/// What can go wrong in the store. Ingress maps all of these to 503: the
+/// message was not committed, so the sender must try again.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database answered with an error or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Schema migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The store URL is unusable.
+    #[error("invalid store url: {0}")]
+    Url(String),
+    /// Another relay process already serves this SQLite file.
+    #[error("{0}")]
+    Locked(String),
+    /// A stored row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The writer task is gone (shutting down).
+    #[error("store is shutting down")]
+    Closed,
+}
+
+/// The storage interface. Every method is one short transaction; none is
+/// ever held open across a network call to a sink.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits a batch of messages with their deliveries in one transaction
+    /// (group commit), applying dedupe. Returns one outcome per message, in order.
+    async fn ingest(&self, batch: &[NewMessage], now: i64) -> Result<Vec<IngestOutcome>, StoreError>;
+
+    /// Claims up to `limit` due deliveries of `sink`, leasing them until `lease_until`.
+    async fn claim(
+        &self,
+        sink: &str,
+        limit: usize,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Records finished attempts and moves each delivery to its next state,
+    /// in one transaction. A completion whose lease was lost records the
+    /// attempt but leaves the delivery alone.
+    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError>;
+
+    /// Returns leased deliveries to `pending`, due `now`, without spending an attempt.
+    async fn release(&self, leases: &[Lease], now: i64) -> Result<(), StoreError>;
+
+    /// Earliest `next_attempt_at` among deliveries of these sinks that could be claimed.
+    async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError>;
+
+    /// Deliveries matching a filter, newest first.
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError>;
+
+    /// A message with its events, deliveries and attempts.
+    async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError>;
+
+    /// Requeues one delivery with fresh attempts (keeping its history).
+    async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError>;
+
+    /// Requeues every delivery matching the filter (`dry_run`: only counts).
+    async fn replay(&self, filter: &ReplayFilter, now: i64) -> Result<u64, StoreError>;
+
+    /// Counts per sink and status, and the oldest pending delivery per sink.
+    async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError>;
+
+    /// Deletes finished messages older than the retention periods.
+    async fn purge(&self, cutoffs: &PurgeCutoffs) -> Result<PurgeCounts, StoreError>;
+
+    /// Sink pause state survives restarts: read it.
+    async fn sink_states(&self) -> Result<Vec<SinkStateRow>, StoreError>;
+
+    /// Sets a sink's pause state.
+    async fn set_paused(&self, sink: &str, paused: bool, reason: Option<&str>, now: i64)
+        -> Result<(), StoreError>;
+
+    /// A trivial query: is the store answering?
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Prepares the store to be served: releases leases a crashed process of
+    /// this same store left behind, where the backend can know that it is
+    /// the only server (SQLite). No-op on shared stores.
+    async fn recover(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// Waits until something may have become due (another process queued
+    /// work). Backends without a notification channel never return; callers
+    /// always combine it with a poll interval.
+    async fn wait_for_work(&self) {
+        std::future::pending::<()>().await
+    }
+}
+
+/// Opens the store named by `url`, applying migrations when `migrate` is set.
+/// `serving` takes the single-server lock of an SQLite file.
+pub async fn open(
+    config: &crate::config::StoreConfig,
+    migrate: bool,
+    serving: bool,
+) -> Result<Arc<dyn Store>, StoreError> {
+    if config.url.starts_with("sqlite:") {
+        let s = sqlite::SqliteStore::open(config, migrate, serving).await?;
+        Ok(Arc::new(s))
+    } else {
+        let s = postgres::PgStore::open(config, migrate).await?;
+        Ok(s)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A new time-ordered id (UUIDv7): sorts by creation time as text, which
+/// the delivery list's cursor relies on.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Whether any of a message's events (indexes from a delivery) match the
+/// replay filter's event pattern. Shared by both backends.
+pub(crate) fn events_match(
+    events_json: &str,
+    indexes_json: &str,
+    pattern: &crate::routing::Pattern,
+) -> bool {
+    let events: Vec<crate::event::Event> = serde_json::from_str(events_json).unwrap_or_default();
+    let idx: Vec<usize> = serde_json::from_str(indexes_json).unwrap_or_default();
+    idx.iter()
+        .filter_map(|i| events.get(*i))
+        .any(|e| pattern.matches(e))
+}

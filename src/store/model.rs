@@ -1,0 +1,370 @@
+//! Rows going into and out of the store.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+/// A verified, parsed request ready to be committed.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Time-ordered id.
+    pub id: String,
+    /// Source name from the config.
+    pub source: String,
+    /// When ingress received it.
+    pub received_at: i64,
+    /// Content type the body was sent with.
+    pub content_type: String,
+    /// The few request headers worth keeping (never credentials), as JSON.
+    pub headers: String,
+    /// The body sinks forward: the raw bytes, minus any inbound credential.
+    pub body: Vec<u8>,
+    /// Normalised events, as JSON array.
+    pub events: String,
+    /// Hash of the normalised events; equal keys within the window are duplicates.
+    pub dedupe_key: String,
+    /// Dedupe window for this source, milliseconds (0 disables dedupe).
+    pub dedupe_window_ms: i64,
+    /// One delivery per routed sink.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// A delivery to create with a message.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Time-ordered id, also sent to the sink as the delivery id.
+    pub id: String,
+    /// Sink name.
+    pub sink: String,
+    /// Indexes of the message's events this sink matched, as JSON array.
+    pub events: String,
+}
+
+/// What ingest did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored with this many deliveries.
+    Accepted { message_id: String, deliveries: usize },
+    /// Seen within the dedupe window; nothing stored.
+    Duplicate { message_id: String },
+}
+
+/// A delivery handed to a worker, with what it needs to render and send.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Delivery id.
+    pub id: String,
+    /// Proof of this claim; completion must present it.
+    pub lease_token: String,
+    /// Sink name.
+    pub sink: String,
+    /// Attempts already made in this cycle.
+    pub attempts: u32,
+    /// When this delivery was (re)queued: `max_age` counts from here.
+    pub cycle_started_at: i64,
+    /// Message id.
+    pub message_id: String,
+    /// Message source.
+    pub source: String,
+    /// When the message arrived (for end-to-end latency).
+    pub received_at: i64,
+    /// Body content type.
+    pub content_type: String,
+    /// The body to forward.
+    pub body: Vec<u8>,
+    /// All the message's events.
+    pub events: Vec<Event>,
+    /// Indexes of the events this sink matched.
+    pub matched: Vec<usize>,
+}
+
+impl Claimed {
+    /// The events this sink matched, for templated sinks.
+    pub fn matched_events(&self) -> Vec<&Event> {
+        self.matched.iter().filter_map(|i| self.events.get(*i)).collect()
+    }
+
+    /// The lease this claim holds.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            delivery_id: self.id.clone(),
+            lease_token: self.lease_token.clone(),
+        }
+    }
+}
+
+/// A delivery id with the token of the claim that holds it.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// Delivery id.
+    pub delivery_id: String,
+    /// Claim token.
+    pub lease_token: String,
+}
+
+/// One finished attempt, as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptRecord {
+    /// 1-based within the delivery's current cycle.
+    pub attempt: u32,
+    /// When it started.
+    pub started_at: i64,
+    /// How long it took, milliseconds.
+    pub duration_ms: i64,
+    /// HTTP status (or SMTP reply code) if one came back.
+    pub status: Option<i32>,
+    /// What went wrong, if anything (never containing a secret).
+    pub error: Option<String>,
+    /// The first kilobyte of the answer.
+    pub response: Option<String>,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextState {
+    /// Done.
+    Delivered,
+    /// Try again at this time.
+    Retry { at: i64 },
+    /// Give up; keep it for replay.
+    Dead,
+    /// Not attempted (circuit open, paused): wait until this time without spending an attempt.
+    Defer { at: i64 },
+}
+
+/// An attempt's result for [`super::Store::complete`].
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Which claim.
+    pub lease: Lease,
+    /// The attempt to record (none for a deferral).
+    pub attempt: Option<AttemptRecord>,
+    /// The delivery's next state.
+    pub next: NextState,
+    /// Completion time.
+    pub now: i64,
+}
+
+/// Delivery status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for its `next_attempt_at`.
+    Pending,
+    /// Leased by a worker.
+    InFlight,
+    /// Succeeded.
+    Delivered,
+    /// Gave up.
+    Dead,
+}
+
+impl Status {
+    /// Column value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InFlight => "in_flight",
+            Status::Delivered => "delivered",
+            Status::Dead => "dead",
+        }
+    }
+
+    /// Parses a column or query value.
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "in_flight" => Status::InFlight,
+            "delivered" => Status::Delivered,
+            "dead" => Status::Dead,
+            _ => return None,
+        })
+    }
+
+    /// Every status, for gauges.
+    pub const ALL: [Status; 4] = [Status::Pending, Status::InFlight, Status::Delivered, Status::Dead];
+}
+
+/// A delivery as the API and CLI show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeliveryRow {
+    /// Delivery id.
+    pub id: String,
+    /// Message id.
+    pub message_id: String,
+    /// Sink name.
+    pub sink: String,
+    /// Current status.
+    pub status: Status,
+    /// Attempts in the current cycle.
+    pub attempts: u32,
+    /// Status code of the last attempt.
+    pub last_status: Option<i32>,
+    /// Error of the last attempt.
+    pub last_error: Option<String>,
+    /// When it is due (for `in_flight`: when its lease ends).
+    pub next_attempt_at: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
+}
+
+/// A delivery with its attempts, inside [`MessageDetail`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryDetail {
+    /// The delivery.
+    #[serde(flatten)]
+    pub delivery: DeliveryRow,
+    /// Every attempt, oldest first.
+    pub attempts_log: Vec<AttemptRecord>,
+}
+
+/// A message with everything about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageDetail {
+    /// Message id.
+    pub id: String,
+    /// Source name.
+    pub source: String,
+    /// Arrival, RFC 3339.
+    pub received_at: String,
+    /// Body content type.
+    pub content_type: String,
+    /// Kept request headers.
+    pub headers: serde_json::Value,
+    /// Body size in bytes.
+    pub body_bytes: usize,
+    /// The body as text when it is UTF-8 (it is JSON or a form for ArcGIS).
+    pub body: Option<String>,
+    /// Normalised events.
+    pub events: Vec<Event>,
+    /// Deliveries with their attempts.
+    pub deliveries: Vec<DeliveryDetail>,
+}
+
+/// Filter of the delivery list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this sink.
+    pub sink: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    /// Created before (ms).
+    pub until: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+    /// Ids below this one (the previous page's last id).
+    pub cursor: Option<String>,
+}
+
+/// Filter of a replay.
+#[derive(Debug, Clone)]
+pub struct ReplayFilter {
+    /// Status to requeue: dead or delivered.
+    pub status: Status,
+    /// Only this sink.
+    pub sink: Option<String>,
+    /// Only messages from this source.
+    pub source: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    /// Created before (ms).
+    pub until: Option<i64>,
+    /// Only deliveries with an event matching this trigger pattern.
+    pub event: Option<crate::routing::Pattern>,
+    /// Count only.
+    pub dry_run: bool,
+}
+
+/// Result of retrying one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryResult {
+    /// Requeued.
+    Requeued,
+    /// No such delivery.
+    NotFound,
+    /// In flight right now; nothing to do.
+    InFlight,
+}
+
+/// Queue counts for one sink.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SinkStats {
+    /// Sink name.
+    pub sink: String,
+    /// Waiting.
+    pub pending: u64,
+    /// Leased.
+    pub in_flight: u64,
+    /// Dead.
+    pub dead: u64,
+    /// Delivered (and not yet purged).
+    pub delivered: u64,
+    /// Delivered in the last hour.
+    pub delivered_last_hour: u64,
+    /// Oldest pending delivery's creation time (ms).
+    pub oldest_pending_at: Option<i64>,
+    /// Last successful attempt (ms).
+    pub last_success_at: Option<i64>,
+    /// Last error text.
+    pub last_error: Option<String>,
+}
+
+/// Persistent per-sink state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SinkStateRow {
+    /// Sink name.
+    pub sink: String,
+    /// Paused by an administrator (or deactivated).
+    pub paused: bool,
+    /// Why.
+    pub reason: Option<String>,
+    /// Since when (ms).
+    pub updated_at: i64,
+}
+
+/// Purge boundaries (ms).
+#[derive(Debug, Clone)]
+pub struct PurgeCutoffs {
+    /// Fully delivered messages last touched before this go.
+    pub delivered_before: i64,
+    /// Messages with dead deliveries last touched before this go.
+    pub dead_before: i64,
+    /// Dedupe keys recorded before this go.
+    pub dedupe_before: i64,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Messages deleted (with their deliveries and attempts).
+    pub messages: u64,
+    /// Dedupe keys deleted.
+    pub dedupe_keys: u64,
+}
+
+/// Formats a store time for people and the API.
+pub fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Parses a time bound as people write it: a duration back from now
+/// (`2h`, `30m`), an RFC 3339 time (`2026-11-22T10:00:00Z`) or a date.
+pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(now));
+    }
+    let t = humantime::parse_rfc3339_weak(s)
+        .or_else(|_| humantime::parse_rfc3339_weak(&format!("{s} 00:00:00")))
+        .map_err(|_| format!("{s:?} is neither a duration like 2h nor a time like 2026-11-22T10:00:00Z"))?;
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{s:?} is before 1970"))?
+        .as_millis();
+    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,635 @@
+//! SQLite backend: the embedded default.
+//!
+//! WAL with `synchronous = FULL`, so a commit is on disk before ingress
+//! answers 200. Writes go through a pool of exactly one connection: SQLite
+//! allows one writer at a time anyway, and queueing on the pool is fair and
+//! async where competing connections would sleep in SQLite's busy handler.
+//! Ingress and completions reach it already batched (see `batch.rs`), so one
+//! fsync covers many requests. Reads use a separate pool; WAL lets them run
+//! beside the writer.
+
+use std::fs::File;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::*;
+use crate::config::StoreConfig;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    // Held for the life of a serving relay: a second `serve` on the same file
+    // is refused, which is what makes `recover` safe.
+    _lock: Option<File>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file. `serving` takes the
+    /// exclusive serve lock next to it.
+    pub async fn open(
+        config: &StoreConfig,
+        migrate: bool,
+        serving: bool,
+    ) -> Result<SqliteStore, StoreError> {
+        let opts = SqliteConnectOptions::from_str(&config.url)
+            .map_err(|e| StoreError::Url(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16000");
+        let lock = if serving {
+            let path = format!("{}.lock", opts.get_filename().display());
+            let file = File::create(&path)
+                .map_err(|e| StoreError::Locked(format!("cannot create lock file {path}: {e}")))?;
+            file.try_lock().map_err(|_| {
+                StoreError::Locked(format!(
+                    "another hookrelay is serving this database ({path} is locked); \
+                     SQLite supports one relay process, use Postgres to run several"
+                ))
+            })?;
+            Some(file)
+        } else {
+            None
+        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await?;
+        if migrate {
+            sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        }
+        let reader = SqlitePoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            _lock: lock,
+        })
+    }
+
+    /// Runs `PRAGMA integrity_check`; "ok" when the file is sound.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let row = sqlx::query("PRAGMA integrity_check")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.try_get::<String, _>(0)?)
+    }
+}
+
+fn delivery_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow, StoreError> {
+    let status: String = r.try_get("status")?;
+    let next: i64 = r.try_get("next_attempt_at")?;
+    let status = Status::parse(&status).ok_or_else(|| StoreError::Corrupt(status))?;
+    Ok(DeliveryRow {
+        id: r.try_get("id")?,
+        message_id: r.try_get("message_id")?,
+        sink: r.try_get("sink")?,
+        status,
+        attempts: r.try_get::<i64, _>("attempts")? as u32,
+        last_status: r.try_get::<Option<i64>, _>("last_status")?.map(|v| v as i32),
+        last_error: r.try_get("last_error")?,
+        next_attempt_at: matches!(status, Status::Pending | Status::InFlight).then(|| rfc3339(next)),
+        created_at: rfc3339(r.try_get("created_at")?),
+        updated_at: rfc3339(r.try_get("updated_at")?),
+    })
+}
+
+const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.sink, d.status, d.attempts, d.last_status, \
+     d.last_error, d.next_attempt_at, d.created_at, d.updated_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, batch: &[NewMessage], now: i64) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            if m.dedupe_window_ms > 0 {
+                let won: Option<String> = sqlx::query_scalar(
+                    "INSERT INTO dedupe (source, key, message_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (source, key) DO UPDATE SET message_id = excluded.message_id, \
+                     created_at = excluded.created_at WHERE dedupe.created_at < $5 \
+                     RETURNING message_id",
+                )
+                .bind(&m.source)
+                .bind(&m.dedupe_key)
+                .bind(&m.id)
+                .bind(now)
+                .bind(now - m.dedupe_window_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if won.is_none() {
+                    let first: String = sqlx::query_scalar(
+                        "SELECT message_id FROM dedupe WHERE source = $1 AND key = $2",
+                    )
+                    .bind(&m.source)
+                    .bind(&m.dedupe_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    out.push(IngestOutcome::Duplicate { message_id: first });
+                    continue;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO messages (id, source, received_at, content_type, headers, body, events) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&m.id)
+            .bind(&m.source)
+            .bind(m.received_at)
+            .bind(&m.content_type)
+            .bind(&m.headers)
+            .bind(&m.body)
+            .bind(&m.events)
+            .execute(&mut *tx)
+            .await?;
+            for d in &m.deliveries {
+                sqlx::query(
+                    "INSERT INTO deliveries (id, message_id, sink, status, attempts, next_attempt_at, \
+                     events, cycle_started_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, 'pending', 0, $4, $5, $4, $4, $4)",
+                )
+                .bind(&d.id)
+                .bind(&m.id)
+                .bind(&d.sink)
+                .bind(m.received_at)
+                .bind(&d.events)
+                .execute(&mut *tx)
+                .await?;
+            }
+            out.push(IngestOutcome::Accepted {
+                message_id: m.id.clone(),
+                deliveries: m.deliveries.len(),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn claim(
+        &self,
+        sink: &str,
+        limit: usize,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let token = new_id();
+        let rows = sqlx::query(
+            "UPDATE deliveries SET status = 'in_flight', lease_token = $1, next_attempt_at = $2, \
+             updated_at = $3 \
+             WHERE id IN (SELECT id FROM deliveries WHERE sink = $4 \
+                          AND status IN ('pending', 'in_flight') AND next_attempt_at <= $3 \
+                          ORDER BY next_attempt_at LIMIT $5) \
+             RETURNING id, message_id, attempts, cycle_started_at, events",
+        )
+        .bind(&token)
+        .bind(lease_until)
+        .bind(now)
+        .bind(sink)
+        .bind(limit as i64)
+        .fetch_all(&self.writer)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, source, received_at, content_type, body, events FROM messages WHERE id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for r in &rows {
+            sep.push_bind(r.try_get::<String, _>("message_id")?);
+        }
+        qb.push(")");
+        let msgs = qb.build().fetch_all(&self.reader).await?;
+        let mut by_id = std::collections::HashMap::with_capacity(msgs.len());
+        for m in &msgs {
+            by_id.insert(m.try_get::<String, _>("id")?, m);
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let message_id: String = r.try_get("message_id")?;
+            let Some(m) = by_id.get(&message_id) else {
+                continue; // purged between claim and read: nothing left to send
+            };
+            let events: String = m.try_get("events")?;
+            let matched: String = r.try_get("events")?;
+            out.push(Claimed {
+                id: r.try_get("id")?,
+                lease_token: token.clone(),
+                sink: sink.to_string(),
+                attempts: r.try_get::<i64, _>("attempts")? as u32,
+                cycle_started_at: r.try_get("cycle_started_at")?,
+                message_id,
+                source: m.try_get("source")?,
+                received_at: m.try_get("received_at")?,
+                content_type: m.try_get("content_type")?,
+                body: m.try_get("body")?,
+                events: serde_json::from_str(&events)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                matched: serde_json::from_str(&matched)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for c in batch {
+            if let Some(a) = &c.attempt {
+                sqlx::query(
+                    "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status, error, response) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&c.lease.delivery_id)
+                .bind(a.attempt as i64)
+                .bind(a.started_at)
+                .bind(a.duration_ms)
+                .bind(a.status)
+                .bind(&a.error)
+                .bind(&a.response)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let (status, next, spent) = match c.next {
+                NextState::Delivered => ("delivered", c.now, 1),
+                NextState::Retry { at } => ("pending", at, 1),
+                NextState::Dead => ("dead", c.now, 1),
+                NextState::Defer { at } => ("pending", at, 0),
+            };
+            let (last_status, last_error) = match &c.attempt {
+                Some(a) => (a.status, a.error.clone()),
+                None => (None, None),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = attempts + $3, \
+                 lease_token = NULL, updated_at = $4, \
+                 last_status = CASE WHEN $3 = 1 THEN $5 ELSE last_status END, \
+                 last_error = CASE WHEN $3 = 1 THEN $6 ELSE last_error END \
+                 WHERE id = $7 AND lease_token = $8",
+            )
+            .bind(status)
+            .bind(next)
+            .bind(spent)
+            .bind(c.now)
+            .bind(last_status)
+            .bind(last_error)
+            .bind(&c.lease.delivery_id)
+            .bind(&c.lease.lease_token)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release(&self, leases: &[Lease], now: i64) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for l in leases {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_token = NULL, \
+                 updated_at = $1 WHERE id = $2 AND lease_token = $3",
+            )
+            .bind(now)
+            .bind(&l.delivery_id)
+            .bind(&l.lease_token)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError> {
+        let mut earliest: Option<i64> = None;
+        for sink in sinks {
+            let t: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE sink = $1 \
+                 AND status IN ('pending', 'in_flight')",
+            )
+            .bind(sink)
+            .fetch_one(&self.reader)
+            .await?;
+            earliest = match (earliest, t) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(earliest)
+    }
+
+    async fn list_deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE 1 = 1"
+        ));
+        if let Some(s) = f.status {
+            qb.push(" AND d.status = ").push_bind(s.as_str());
+        }
+        if let Some(s) = &f.sink {
+            qb.push(" AND d.sink = ").push_bind(s.clone());
+        }
+        if let Some(t) = f.since {
+            qb.push(" AND d.created_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            qb.push(" AND d.created_at < ").push_bind(t);
+        }
+        if let Some(c) = &f.cursor {
+            qb.push(" AND d.id < ").push_bind(c.clone());
+        }
+        qb.push(" ORDER BY d.id DESC LIMIT ").push_bind(f.limit as i64);
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError> {
+        let Some(m) = sqlx::query(
+            "SELECT id, source, received_at, content_type, headers, body, events FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let deliveries = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.message_id = $1 ORDER BY d.sink"
+        ))
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await?;
+        let attempts = sqlx::query(
+            "SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.status, a.error, a.response \
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.message_id = $1 ORDER BY a.id",
+        )
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut details = Vec::new();
+        for d in &deliveries {
+            let row = delivery_row(d)?;
+            let mut log = Vec::new();
+            for a in attempts.iter() {
+                if a.try_get::<String, _>("delivery_id")? == row.id {
+                    log.push(AttemptRecord {
+                        attempt: a.try_get::<i64, _>("attempt")? as u32,
+                        started_at: a.try_get("started_at")?,
+                        duration_ms: a.try_get("duration_ms")?,
+                        status: a.try_get::<Option<i64>, _>("status")?.map(|v| v as i32),
+                        error: a.try_get("error")?,
+                        response: a.try_get("response")?,
+                    });
+                }
+            }
+            details.push(DeliveryDetail {
+                delivery: row,
+                attempts_log: log,
+            });
+        }
+        let body: Vec<u8> = m.try_get("body")?;
+        let headers: String = m.try_get("headers")?;
+        let events: String = m.try_get("events")?;
+        Ok(Some(MessageDetail {
+            id: m.try_get("id")?,
+            source: m.try_get("source")?,
+            received_at: rfc3339(m.try_get("received_at")?),
+            content_type: m.try_get("content_type")?,
+            headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::Null),
+            body_bytes: body.len(),
+            body: String::from_utf8(body).ok(),
+            events: serde_json::from_str(&events).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            deliveries: details,
+        }))
+    }
+
+    async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+             cycle_started_at = $1, lease_token = NULL, updated_at = $1 \
+             WHERE id = $2 AND status <> 'in_flight'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(RetryResult::Requeued);
+        }
+        let exists: Option<String> = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(if exists.is_some() {
+            RetryResult::InFlight
+        } else {
+            RetryResult::NotFound
+        })
+    }
+
+    async fn replay(&self, f: &ReplayFilter, now: i64) -> Result<u64, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT d.id, d.events AS matched, m.events FROM deliveries d \
+             JOIN messages m ON m.id = d.message_id WHERE d.status = ",
+        );
+        qb.push_bind(f.status.as_str());
+        if let Some(s) = &f.sink {
+            qb.push(" AND d.sink = ").push_bind(s.clone());
+        }
+        if let Some(s) = &f.source {
+            qb.push(" AND m.source = ").push_bind(s.clone());
+        }
+        if let Some(t) = f.since {
+            qb.push(" AND d.created_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            qb.push(" AND d.created_at < ").push_bind(t);
+        }
+        let rows = qb.build().fetch_all(&self.reader).await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(p) = &f.event {
+                let matched: String = r.try_get("matched")?;
+                let events: String = r.try_get("events")?;
+                if !events_match(&events, &matched, p) {
+                    continue;
+                }
+            }
+            ids.push(r.try_get::<String, _>("id")?);
+        }
+        if f.dry_run {
+            return Ok(ids.len() as u64);
+        }
+        let mut requeued = 0;
+        // Chunks keep each write transaction short, so ingress is never
+        // blocked behind a replay of a hundred thousand rows.
+        for chunk in ids.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, lease_token = NULL, next_attempt_at = ",
+            );
+            qb.push_bind(now)
+                .push(", cycle_started_at = ")
+                .push_bind(now)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE status = ")
+                .push_bind(f.status.as_str())
+                .push(" AND id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(id.clone());
+            }
+            qb.push(")");
+            requeued += qb.build().execute(&self.writer).await?.rows_affected();
+        }
+        Ok(requeued)
+    }
+
+    async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sink, status, COUNT(*) AS n, \
+             MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest, \
+             SUM(CASE WHEN status = 'delivered' AND updated_at >= $1 THEN 1 ELSE 0 END) AS last_hour, \
+             MAX(CASE WHEN status = 'delivered' THEN updated_at END) AS last_ok \
+             FROM deliveries GROUP BY sink, status",
+        )
+        .bind(now - 3_600_000)
+        .fetch_all(&self.reader)
+        .await?;
+        let errors = sqlx::query(
+            "SELECT sink, last_error, MAX(updated_at) FROM deliveries \
+             WHERE last_error IS NOT NULL GROUP BY sink",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out: std::collections::BTreeMap<String, SinkStats> = Default::default();
+        for r in rows {
+            let sink: String = r.try_get("sink")?;
+            let status: String = r.try_get("status")?;
+            let n = r.try_get::<i64, _>("n")? as u64;
+            let e = out.entry(sink.clone()).or_insert_with(|| SinkStats {
+                sink,
+                ..Default::default()
+            });
+            match status.as_str() {
+                "pending" => {
+                    e.pending = n;
+                    e.oldest_pending_at = r.try_get("oldest")?;
+                }
+                "in_flight" => e.in_flight = n,
+                "dead" => e.dead = n,
+                "delivered" => {
+                    e.delivered = n;
+                    e.delivered_last_hour = r.try_get::<Option<i64>, _>("last_hour")?.unwrap_or(0) as u64;
+                    e.last_success_at = r.try_get("last_ok")?;
+                }
+                _ => {}
+            }
+        }
+        for r in errors {
+            let sink: String = r.try_get(0)?;
+            if let Some(e) = out.get_mut(&sink) {
+                e.last_error = r.try_get(1)?;
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    async fn purge(&self, c: &PurgeCutoffs) -> Result<PurgeCounts, StoreError> {
+        let mut counts = PurgeCounts::default();
+        loop {
+            // Small batches: each is one short write transaction.
+            let n = sqlx::query(
+                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
+                 WHERE m.received_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+                   WHERE d.message_id = m.id AND (d.status IN ('pending', 'in_flight') \
+                     OR (d.status = 'dead' AND d.updated_at >= $2) \
+                     OR (d.status = 'delivered' AND d.updated_at >= $1))) \
+                 LIMIT 1000)",
+            )
+            .bind(c.delivered_before)
+            .bind(c.dead_before)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            counts.messages += n;
+            if n < 1000 {
+                break;
+            }
+        }
+        counts.dedupe_keys = sqlx::query("DELETE FROM dedupe WHERE created_at < $1")
+            .bind(c.dedupe_before)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(counts)
+    }
+
+    async fn sink_states(&self) -> Result<Vec<SinkStateRow>, StoreError> {
+        let rows = sqlx::query("SELECT sink, paused, reason, updated_at FROM sink_state")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SinkStateRow {
+                    sink: r.try_get("sink")?,
+                    paused: r.try_get::<i64, _>("paused")? != 0,
+                    reason: r.try_get("reason")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_paused(
+        &self,
+        sink: &str,
+        paused: bool,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sink_state (sink, paused, reason, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sink) DO UPDATE SET paused = excluded.paused, reason = excluded.reason, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(sink)
+        .bind(paused as i64)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn recover(&self, now: i64) -> Result<u64, StoreError> {
+        if self._lock.is_none() {
+            return Ok(0);
+        }
+        let n = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_token = NULL \
+             WHERE status = 'in_flight'",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+}
