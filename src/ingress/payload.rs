@@ -342,7 +342,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../shared/fixtures/arcgis/{name}", env!("CARGO_MANIFEST_DIR")))
+        std::fs::read(format!("{}/tests/fixtures/arcgis/{name}", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
     }
 

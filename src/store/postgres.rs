@@ -1,13 +1,677 @@
-//! Postgres backend (placeholder until written).
+//! Postgres backend: one database shared by several relay processes.
+//!
+//! Claims are `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`,
+//! so concurrent workers in any process never take the same row, and no
+//! transaction outlives the claim statement. Dedupe is a unique key, so two
+//! relays receiving the same re-sent payload at once cannot both accept it.
+//! Batches are written with `UNNEST` arrays: a group commit of 500 messages
+//! is four statements, not two thousand round trips. `LISTEN/NOTIFY` wakes
+//! idle workers in other processes; it is a hint only, polling remains.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::Notify;
+
 use super::*;
 use crate::config::StoreConfig;
 
+const CHANNEL: &str = "hookrelay_work";
+
 /// The Postgres store.
-pub struct PgStore;
+pub struct PgStore {
+    pool: PgPool,
+    work: Arc<Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
 
 impl PgStore {
-    /// Opens.
-    pub async fn open(_c: &StoreConfig, _m: bool) -> Result<Arc<dyn Store>, StoreError> {
-        Err(StoreError::Url("postgres is not implemented yet".into()))
+    /// Connects (retrying for a while: Postgres may still be starting) and
+    /// optionally migrates.
+    pub async fn open(config: &StoreConfig, migrate: bool) -> Result<Arc<dyn Store>, StoreError> {
+        let timeout_ms = config.statement_timeout.0.as_millis().to_string();
+        let opts = PgConnectOptions::from_str(&config.url)
+            .map_err(|e| StoreError::Url(crate::config::redact_url(&e.to_string())))?
+            .application_name("hookrelay")
+            .options([("statement_timeout", timeout_ms.as_str())]);
+        let pool_opts = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            // Short: when Postgres is gone, ingress should answer 503 soon
+            // rather than hold ArcGIS's request open.
+            .acquire_timeout(Duration::from_secs(3));
+        let connect = || pool_opts.clone().connect_with(opts.clone());
+        let pool = connect
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(6),
+            )
+            .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "cannot connect to Postgres yet"))
+            .await?;
+        if migrate {
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        }
+        let work = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(pool.clone(), work.clone()));
+        Ok(Arc::new(PgStore {
+            pool,
+            work,
+            listener,
+        }))
+    }
+
+    async fn notify(&self) {
+        // A lost notification only delays work until the next poll.
+        let _ = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&self.pool)
+            .await;
+    }
+}
+
+/// Forwards NOTIFYs from any relay process to this process's idle workers.
+async fn listen(pool: PgPool, work: Arc<Notify>) {
+    loop {
+        let mut l = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if l.listen(CHANNEL).await.is_err() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match l.try_recv().await {
+                Ok(Some(_)) => work.notify_waiters(),
+                // Connection lost: reconnect, and wake everyone in case a
+                // notification was missed meanwhile.
+                Ok(None) => work.notify_waiters(),
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn delivery_row(r: &PgRow) -> Result<DeliveryRow, StoreError> {
+    let status: String = r.try_get("status")?;
+    let next: i64 = r.try_get("next_attempt_at")?;
+    let status = Status::parse(&status).ok_or_else(|| StoreError::Corrupt(status))?;
+    Ok(DeliveryRow {
+        id: r.try_get("id")?,
+        message_id: r.try_get("message_id")?,
+        sink: r.try_get("sink")?,
+        status,
+        attempts: r.try_get::<i32, _>("attempts")? as u32,
+        last_status: r.try_get("last_status")?,
+        last_error: r.try_get("last_error")?,
+        next_attempt_at: matches!(status, Status::Pending | Status::InFlight).then(|| rfc3339(next)),
+        created_at: rfc3339(r.try_get("created_at")?),
+        updated_at: rfc3339(r.try_get("updated_at")?),
+    })
+}
+
+const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.sink, d.status, d.attempts, d.last_status, \
+     d.last_error, d.next_attempt_at, d.created_at, d.updated_at";
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ingest(&self, batch: &[NewMessage], now: i64) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Dedupe first. Repeats inside one batch are settled here, since one
+        // upsert statement may not touch the same key twice.
+        let mut first_in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut candidates = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
+            if m.dedupe_window_ms > 0 {
+                if first_in_batch.contains_key(&(m.source.as_str(), m.dedupe_key.as_str())) {
+                    continue;
+                }
+                first_in_batch.insert((m.source.as_str(), m.dedupe_key.as_str()), i);
+                candidates.push(i);
+            }
+        }
+        let mut won: std::collections::HashSet<usize> = std::collections::HashSet::new();
+        let mut existing: HashMap<(String, String), String> = HashMap::new();
+        if !candidates.is_empty() {
+            let src: Vec<&str> = candidates.iter().map(|i| batch[*i].source.as_str()).collect();
+            let key: Vec<&str> = candidates.iter().map(|i| batch[*i].dedupe_key.as_str()).collect();
+            let mid: Vec<&str> = candidates.iter().map(|i| batch[*i].id.as_str()).collect();
+            let cutoff: Vec<i64> = candidates.iter().map(|i| now - batch[*i].dedupe_window_ms).collect();
+            let rows = sqlx::query(
+                "INSERT INTO dedupe AS t (source, key, message_id, created_at) \
+                 SELECT s, k, m, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(s, k, m) \
+                 ON CONFLICT (source, key) DO UPDATE SET message_id = excluded.message_id, \
+                 created_at = excluded.created_at \
+                 WHERE t.created_at < (SELECT c FROM UNNEST($1::text[], $2::text[], $5::bigint[]) AS w(s, k, c) \
+                   WHERE w.s = t.source AND w.k = t.key LIMIT 1) \
+                 RETURNING message_id",
+            )
+            .bind(&src)
+            .bind(&key)
+            .bind(&mid)
+            .bind(now)
+            .bind(&cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            let won_ids: std::collections::HashSet<String> =
+                rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect();
+            for i in &candidates {
+                if won_ids.contains(&batch[*i].id) {
+                    won.insert(*i);
+                }
+            }
+            let lost: Vec<usize> = candidates.iter().copied().filter(|i| !won.contains(i)).collect();
+            if !lost.is_empty() {
+                let src: Vec<&str> = lost.iter().map(|i| batch[*i].source.as_str()).collect();
+                let key: Vec<&str> = lost.iter().map(|i| batch[*i].dedupe_key.as_str()).collect();
+                let rows = sqlx::query(
+                    "SELECT d.source, d.key, d.message_id FROM dedupe d \
+                     JOIN UNNEST($1::text[], $2::text[]) AS u(s, k) ON d.source = u.s AND d.key = u.k",
+                )
+                .bind(&src)
+                .bind(&key)
+                .fetch_all(&mut *tx)
+                .await?;
+                for r in rows {
+                    existing.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        let mut keep = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
+            if m.dedupe_window_ms > 0 && !won.contains(&i) {
+                let k = (m.source.as_str(), m.dedupe_key.as_str());
+                let first = first_in_batch[&k];
+                let message_id = if won.contains(&first) {
+                    batch[first].id.clone()
+                } else {
+                    existing
+                        .get(&(m.source.clone(), m.dedupe_key.clone()))
+                        .cloned()
+                        .ok_or_else(|| StoreError::Corrupt("dedupe row vanished".into()))?
+                };
+                out.push(IngestOutcome::Duplicate { message_id });
+            } else {
+                keep.push(m);
+                out.push(IngestOutcome::Accepted {
+                    message_id: m.id.clone(),
+                    deliveries: m.deliveries.len(),
+                });
+            }
+        }
+        if !keep.is_empty() {
+            sqlx::query(
+                "INSERT INTO messages (id, source, received_at, content_type, headers, body, events) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::text[])",
+            )
+            .bind(keep.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+            .bind(keep.iter().map(|m| m.source.as_str()).collect::<Vec<_>>())
+            .bind(keep.iter().map(|m| m.received_at).collect::<Vec<_>>())
+            .bind(keep.iter().map(|m| m.content_type.as_str()).collect::<Vec<_>>())
+            .bind(keep.iter().map(|m| m.headers.as_str()).collect::<Vec<_>>())
+            .bind(keep.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>())
+            .bind(keep.iter().map(|m| m.events.as_str()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+            let ds: Vec<(&NewMessage, &NewDelivery)> =
+                keep.iter().flat_map(|m| m.deliveries.iter().map(move |d| (*m, d))).collect();
+            if !ds.is_empty() {
+                sqlx::query(
+                    "INSERT INTO deliveries (id, message_id, sink, status, attempts, next_attempt_at, \
+                     events, cycle_started_at, created_at, updated_at) \
+                     SELECT i, m, s, 'pending', 0, t, e, t, t, t \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS u(i, m, s, t, e)",
+                )
+                .bind(ds.iter().map(|(_, d)| d.id.as_str()).collect::<Vec<_>>())
+                .bind(ds.iter().map(|(m, _)| m.id.as_str()).collect::<Vec<_>>())
+                .bind(ds.iter().map(|(_, d)| d.sink.as_str()).collect::<Vec<_>>())
+                .bind(ds.iter().map(|(m, _)| m.received_at).collect::<Vec<_>>())
+                .bind(ds.iter().map(|(_, d)| d.events.as_str()).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn claim(
+        &self,
+        sink: &str,
+        limit: usize,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let token = new_id();
+        let rows = sqlx::query(
+            "WITH c AS ( \
+               UPDATE deliveries SET status = 'in_flight', lease_token = $1, next_attempt_at = $2, updated_at = $3 \
+               WHERE id IN (SELECT id FROM deliveries WHERE sink = $4 \
+                            AND status IN ('pending', 'in_flight') AND next_attempt_at <= $3 \
+                            ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+               RETURNING id, message_id, attempts, cycle_started_at, events) \
+             SELECT c.id, c.message_id, c.attempts, c.cycle_started_at, c.events AS matched, \
+                    m.source, m.received_at, m.content_type, m.body, m.events \
+             FROM c JOIN messages m ON m.id = c.message_id",
+        )
+        .bind(&token)
+        .bind(lease_until)
+        .bind(now)
+        .bind(sink)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let events: String = r.try_get("events")?;
+                let matched: String = r.try_get("matched")?;
+                Ok(Claimed {
+                    id: r.try_get("id")?,
+                    lease_token: token.clone(),
+                    sink: sink.to_string(),
+                    attempts: r.try_get::<i32, _>("attempts")? as u32,
+                    cycle_started_at: r.try_get("cycle_started_at")?,
+                    message_id: r.try_get("message_id")?,
+                    source: r.try_get("source")?,
+                    received_at: r.try_get("received_at")?,
+                    content_type: r.try_get("content_type")?,
+                    body: r.try_get("body")?,
+                    events: serde_json::from_str(&events).map_err(corrupt)?,
+                    matched: serde_json::from_str(&matched).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let attempts: Vec<(&Completion, &AttemptRecord)> =
+            batch.iter().filter_map(|c| c.attempt.as_ref().map(|a| (c, a))).collect();
+        if !attempts.is_empty() {
+            sqlx::query(
+                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status, error, response) \
+                 SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::text[])",
+            )
+            .bind(attempts.iter().map(|(c, _)| c.lease.delivery_id.as_str()).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|(_, a)| a.attempt as i32).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|(_, a)| a.duration_ms).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|(_, a)| a.status).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|(_, a)| a.error.clone()).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|(_, a)| a.response.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut ids = Vec::new();
+        let mut tokens = Vec::new();
+        let mut statuses = Vec::new();
+        let mut nexts = Vec::new();
+        let mut spent = Vec::new();
+        let mut nows = Vec::new();
+        let mut last_status = Vec::new();
+        let mut last_error = Vec::new();
+        for c in batch {
+            let (status, next, s) = match c.next {
+                NextState::Delivered => ("delivered", c.now, 1),
+                NextState::Retry { at } => ("pending", at, 1),
+                NextState::Dead => ("dead", c.now, 1),
+                NextState::Defer { at } => ("pending", at, 0),
+            };
+            ids.push(c.lease.delivery_id.as_str());
+            tokens.push(c.lease.lease_token.as_str());
+            statuses.push(status);
+            nexts.push(next);
+            spent.push(s);
+            nows.push(c.now);
+            last_status.push(c.attempt.as_ref().and_then(|a| a.status));
+            last_error.push(c.attempt.as_ref().and_then(|a| a.error.clone()));
+        }
+        sqlx::query(
+            "UPDATE deliveries d SET status = u.st, next_attempt_at = u.nx, attempts = d.attempts + u.sp, \
+             lease_token = NULL, updated_at = u.nw, \
+             last_status = CASE WHEN u.sp = 1 THEN u.ls ELSE d.last_status END, \
+             last_error = CASE WHEN u.sp = 1 THEN u.le ELSE d.last_error END \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::bigint[], $7::int[], $8::text[]) \
+               AS u(id, tk, st, nx, sp, nw, ls, le) \
+             WHERE d.id = u.id AND d.lease_token = u.tk",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&statuses)
+        .bind(&nexts)
+        .bind(&spent)
+        .bind(&nows)
+        .bind(&last_status)
+        .bind(&last_error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release(&self, leases: &[Lease], now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries d SET status = 'pending', next_attempt_at = $1, lease_token = NULL, updated_at = $1 \
+             FROM UNNEST($2::text[], $3::text[]) AS u(id, tk) WHERE d.id = u.id AND d.lease_token = u.tk",
+        )
+        .bind(now)
+        .bind(leases.iter().map(|l| l.delivery_id.as_str()).collect::<Vec<_>>())
+        .bind(leases.iter().map(|l| l.lease_token.as_str()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        self.notify().await;
+        Ok(())
+    }
+
+    async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE sink = ANY($1) \
+             AND status IN ('pending', 'in_flight')",
+        )
+        .bind(sinks)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn list_deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE TRUE"));
+        if let Some(s) = f.status {
+            qb.push(" AND d.status = ").push_bind(s.as_str());
+        }
+        if let Some(s) = &f.sink {
+            qb.push(" AND d.sink = ").push_bind(s.clone());
+        }
+        if let Some(t) = f.since {
+            qb.push(" AND d.created_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            qb.push(" AND d.created_at < ").push_bind(t);
+        }
+        if let Some(c) = &f.cursor {
+            qb.push(" AND d.id < ").push_bind(c.clone());
+        }
+        qb.push(" ORDER BY d.id DESC LIMIT ").push_bind(f.limit as i64);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError> {
+        let Some(m) = sqlx::query(
+            "SELECT id, source, received_at, content_type, headers, body, events FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let deliveries = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.message_id = $1 ORDER BY d.sink"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let attempts = sqlx::query(
+            "SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.status, a.error, a.response \
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.message_id = $1 ORDER BY a.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut details = Vec::new();
+        for d in &deliveries {
+            let row = delivery_row(d)?;
+            let mut log = Vec::new();
+            for a in &attempts {
+                if a.try_get::<String, _>("delivery_id")? == row.id {
+                    log.push(AttemptRecord {
+                        attempt: a.try_get::<i32, _>("attempt")? as u32,
+                        started_at: a.try_get("started_at")?,
+                        duration_ms: a.try_get("duration_ms")?,
+                        status: a.try_get("status")?,
+                        error: a.try_get("error")?,
+                        response: a.try_get("response")?,
+                    });
+                }
+            }
+            details.push(DeliveryDetail { delivery: row, attempts_log: log });
+        }
+        let body: Vec<u8> = m.try_get("body")?;
+        let headers: String = m.try_get("headers")?;
+        let events: String = m.try_get("events")?;
+        Ok(Some(MessageDetail {
+            id: m.try_get("id")?,
+            source: m.try_get("source")?,
+            received_at: rfc3339(m.try_get("received_at")?),
+            content_type: m.try_get("content_type")?,
+            headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::Null),
+            body_bytes: body.len(),
+            body: String::from_utf8(body).ok(),
+            events: serde_json::from_str(&events).map_err(corrupt)?,
+            deliveries: details,
+        }))
+    }
+
+    async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+             cycle_started_at = $1, lease_token = NULL, updated_at = $1 \
+             WHERE id = $2 AND status <> 'in_flight'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            self.notify().await;
+            return Ok(RetryResult::Requeued);
+        }
+        let exists: Option<String> = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(if exists.is_some() { RetryResult::InFlight } else { RetryResult::NotFound })
+    }
+
+    async fn replay(&self, f: &ReplayFilter, now: i64) -> Result<u64, StoreError> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT d.id, d.events AS matched, m.events FROM deliveries d \
+             JOIN messages m ON m.id = d.message_id WHERE d.status = ",
+        );
+        qb.push_bind(f.status.as_str());
+        if let Some(s) = &f.sink {
+            qb.push(" AND d.sink = ").push_bind(s.clone());
+        }
+        if let Some(s) = &f.source {
+            qb.push(" AND m.source = ").push_bind(s.clone());
+        }
+        if let Some(t) = f.since {
+            qb.push(" AND d.created_at >= ").push_bind(t);
+        }
+        if let Some(t) = f.until {
+            qb.push(" AND d.created_at < ").push_bind(t);
+        }
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(p) = &f.event {
+                let matched: String = r.try_get("matched")?;
+                let events: String = r.try_get("events")?;
+                if !events_match(&events, &matched, p) {
+                    continue;
+                }
+            }
+            ids.push(r.try_get::<String, _>("id")?);
+        }
+        if f.dry_run {
+            return Ok(ids.len() as u64);
+        }
+        let mut requeued = 0;
+        for chunk in ids.chunks(1000) {
+            requeued += sqlx::query(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, lease_token = NULL, \
+                 next_attempt_at = $1, cycle_started_at = $1, updated_at = $1 \
+                 WHERE status = $2 AND id = ANY($3)",
+            )
+            .bind(now)
+            .bind(f.status.as_str())
+            .bind(chunk)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        if requeued > 0 {
+            self.notify().await;
+        }
+        Ok(requeued)
+    }
+
+    async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sink, status, COUNT(*) AS n, \
+             MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest, \
+             SUM(CASE WHEN status = 'delivered' AND updated_at >= $1 THEN 1 ELSE 0 END)::bigint AS last_hour, \
+             MAX(CASE WHEN status = 'delivered' THEN updated_at END) AS last_ok \
+             FROM deliveries GROUP BY sink, status",
+        )
+        .bind(now - 3_600_000)
+        .fetch_all(&self.pool)
+        .await?;
+        let errors = sqlx::query(
+            "SELECT DISTINCT ON (sink) sink, last_error FROM deliveries \
+             WHERE last_error IS NOT NULL ORDER BY sink, updated_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: std::collections::BTreeMap<String, SinkStats> = Default::default();
+        for r in rows {
+            let sink: String = r.try_get("sink")?;
+            let status: String = r.try_get("status")?;
+            let n = r.try_get::<i64, _>("n")? as u64;
+            let e = out.entry(sink.clone()).or_insert_with(|| SinkStats { sink, ..Default::default() });
+            match status.as_str() {
+                "pending" => {
+                    e.pending = n;
+                    e.oldest_pending_at = r.try_get("oldest")?;
+                }
+                "in_flight" => e.in_flight = n,
+                "dead" => e.dead = n,
+                "delivered" => {
+                    e.delivered = n;
+                    e.delivered_last_hour = r.try_get::<Option<i64>, _>("last_hour")?.unwrap_or(0) as u64;
+                    e.last_success_at = r.try_get("last_ok")?;
+                }
+                _ => {}
+            }
+        }
+        for r in errors {
+            let sink: String = r.try_get(0)?;
+            if let Some(e) = out.get_mut(&sink) {
+                e.last_error = r.try_get(1)?;
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    async fn purge(&self, c: &PurgeCutoffs) -> Result<PurgeCounts, StoreError> {
+        let mut counts = PurgeCounts::default();
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
+                 WHERE m.received_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+                   WHERE d.message_id = m.id AND (d.status IN ('pending', 'in_flight') \
+                     OR (d.status = 'dead' AND d.updated_at >= $2) \
+                     OR (d.status = 'delivered' AND d.updated_at >= $1))) \
+                 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(c.delivered_before)
+            .bind(c.dead_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            counts.messages += n;
+            if n < 1000 {
+                break;
+            }
+        }
+        counts.dedupe_keys = sqlx::query("DELETE FROM dedupe WHERE created_at < $1")
+            .bind(c.dedupe_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(counts)
+    }
+
+    async fn sink_states(&self) -> Result<Vec<SinkStateRow>, StoreError> {
+        let rows = sqlx::query("SELECT sink, paused, reason, updated_at FROM sink_state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SinkStateRow {
+                    sink: r.try_get("sink")?,
+                    paused: r.try_get("paused")?,
+                    reason: r.try_get("reason")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_paused(&self, sink: &str, paused: bool, reason: Option<&str>, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sink_state (sink, paused, reason, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sink) DO UPDATE SET paused = excluded.paused, reason = excluded.reason, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(sink)
+        .bind(paused)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn recover(&self, _now: i64) -> Result<u64, StoreError> {
+        // Other relays may hold live leases in a shared database: expired
+        // leases are reclaimed by the claim query, never released wholesale.
+        Ok(0)
+    }
+
+    async fn wait_for_work(&self) {
+        self.work.notified().await
     }
 }
