@@ -28,6 +28,7 @@ both_stores!(
     shutdown_releases_work_in_flight,
     retention_purges_finished_messages,
     redirects_are_not_followed,
+    open_circuit_holds_deliveries_without_spending_attempts,
 );
 
 fn manual() -> RelayOptions {
@@ -369,5 +370,37 @@ async fn redirects_are_not_followed(b: Backend) {
     app.post_portal(&fixture("portal-item-share.json")).await;
     eventually(Duration::from_secs(5), "dead", || async { app.deliveries("status=dead").await.len() == 1 }).await;
     assert_eq!(sink.count(), 1);
+    app.stop().await;
+}
+
+async fn open_circuit_holds_deliveries_without_spending_attempts(b: Backend) {
+    let sink = TestSink::start().await;
+    sink.script((0..6).map(|_| Reply::Status(500)));
+    let extra = http_sink(
+        "out",
+        &sink,
+        "concurrency = 1\nmax_attempts = 10\ninitial_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n\
+         circuit = { failures = 3, probe_interval = \"400ms\" }",
+    );
+    let app = spawn_app(b, &extra).await;
+    for f in ["portal-item-share.json", "portal-user-role.json", "portal-group-update.json", "portal-group-addusers.json"] {
+        assert_eq!(app.post_portal(&fixture(f)).await.status(), 200);
+    }
+    eventually(Duration::from_secs(5), "circuit open", || async {
+        let v: Value = app.admin_get("/api/v1/sinks").await.json().await.unwrap();
+        v["items"][0]["state"] == "circuit_open"
+    })
+    .await;
+    eventually(Duration::from_secs(10), "all delivered", || async {
+        app.deliveries("status=delivered").await.len() == 4
+    })
+    .await;
+    // 3 failures open it, 3 failed probes 400 ms apart, then 4 successes.
+    // Without the breaker a 10-20 ms backoff would have sent dozens.
+    assert_eq!(sink.count(), 10);
+    let spent: i64 = app.deliveries("").await.iter().map(|d| d["attempts"].as_i64().unwrap()).sum();
+    assert_eq!(spent, 10, "held-back deliveries spent no attempts");
+    let v: Value = app.admin_get("/api/v1/sinks").await.json().await.unwrap();
+    assert_eq!(v["items"][0]["state"], "active");
     app.stop().await;
 }

@@ -180,6 +180,43 @@ pub struct DeliveryConfig {
     pub ca_file: Option<PathBuf>,
     /// How often idle workers look for due deliveries another process queued.
     pub poll_interval: Dur,
+    /// Circuit breaker: consecutive failures that open it, and probe spacing.
+    pub circuit: CircuitConfig,
+}
+
+/// `circuit = { failures = 10, probe_interval = "30s" }`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitConfig {
+    /// Consecutive failed attempts that open the circuit.
+    pub failures: u32,
+    /// While open, one probe delivery this often.
+    pub probe_interval: Dur,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            failures: 10,
+            probe_interval: Dur::secs(30),
+        }
+    }
+}
+
+/// `deactivate_after = { failures = 5, days = 5 }`: ArcGIS's own
+/// deactivation policy; the sink is paused until an administrator resumes it.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeactivateConfig {
+    /// Failed attempts (with no success between them)...
+    pub failures: u32,
+    /// ...within this many days.
+    #[serde(default = "one_day")]
+    pub days: f64,
+}
+
+fn one_day() -> f64 {
+    1.0
 }
 
 impl Default for DeliveryConfig {
@@ -195,6 +232,7 @@ impl Default for DeliveryConfig {
             proxy: None,
             ca_file: None,
             poll_interval: Dur::secs(1),
+            circuit: CircuitConfig::default(),
         }
     }
 }
@@ -388,6 +426,12 @@ pub struct SinkConfig {
     /// Overrides `[delivery] ca_file`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Overrides `[delivery] circuit`.
+    #[serde(default)]
+    pub circuit: Option<CircuitConfig>,
+    /// Pause this sink for good after repeated failures (until resumed).
+    #[serde(default)]
+    pub deactivate_after: Option<DeactivateConfig>,
 }
 
 /// The delivery settings in force for one sink: its overrides over `[delivery]`.
@@ -411,6 +455,10 @@ pub struct DeliveryPolicy {
     pub proxy: Option<String>,
     /// Extra CA bundle.
     pub ca_file: Option<PathBuf>,
+    /// Circuit breaker.
+    pub circuit: CircuitConfig,
+    /// Deactivation policy.
+    pub deactivate_after: Option<DeactivateConfig>,
 }
 
 impl SinkConfig {
@@ -426,6 +474,8 @@ impl SinkConfig {
             rate_limit: self.rate_limit.or(d.rate_limit),
             proxy: self.proxy.clone().or_else(|| d.proxy.clone()),
             ca_file: self.ca_file.clone().or_else(|| d.ca_file.clone()),
+            circuit: self.circuit.unwrap_or(d.circuit),
+            deactivate_after: self.deactivate_after,
         }
     }
 }
@@ -577,6 +627,8 @@ impl DeliveryConfig {
             rate_limit: self.rate_limit,
             proxy: self.proxy.clone(),
             ca_file: self.ca_file.clone(),
+            circuit: self.circuit,
+            deactivate_after: None,
         }
     }
 }
@@ -594,6 +646,20 @@ fn validate_delivery_values(
     }
     if p.timeout.is_zero() {
         return Err(invalid(format!("{key}.timeout"), "must be greater than 0"));
+    }
+    if p.circuit.failures == 0 {
+        return Err(invalid(format!("{key}.circuit.failures"), "must be at least 1"));
+    }
+    if p.circuit.probe_interval.0.is_zero() {
+        return Err(invalid(format!("{key}.circuit.probe_interval"), "must be greater than 0"));
+    }
+    if let Some(d) = &p.deactivate_after {
+        if d.failures == 0 || !(d.days > 0.0 && d.days.is_finite()) {
+            return Err(invalid(
+                format!("{key}.deactivate_after"),
+                "needs failures >= 1 and days > 0",
+            ));
+        }
     }
     if p.initial_backoff > p.max_backoff {
         return Err(invalid(

@@ -8,6 +8,7 @@
 //! thousand fsyncs. No transaction is open while a request is in flight:
 //! the lease in the row is what keeps other workers off it.
 
+pub mod circuit;
 pub mod ratelimit;
 pub mod retry;
 
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::sinks::Sink;
 use crate::store::batch::Batcher;
 use crate::store::{now_ms, AttemptRecord, Claimed, Completion, Lease, NextState, Store, StoreError};
+use circuit::{Circuit, CircuitPolicy, Deactivation, Gate, Transition};
 use ratelimit::RateLimiter;
 use retry::next_state;
 
@@ -49,6 +51,8 @@ pub struct SinkRuntime {
     paused: AtomicBool,
     wake: Notify,
     limiter: Option<RateLimiter>,
+    circuit: std::sync::Mutex<Circuit>,
+    deactivation: Option<std::sync::Mutex<Deactivation>>,
 }
 
 impl SinkRuntime {
@@ -74,9 +78,24 @@ impl SinkRuntime {
     pub fn state(&self) -> &'static str {
         if self.paused() {
             "paused"
+        } else if self.circuit_open() {
+            "circuit_open"
         } else {
             "active"
         }
+    }
+
+    /// Whether the circuit breaker is holding deliveries back.
+    pub fn circuit_open(&self) -> bool {
+        self.circuit.lock().map(|c| c.is_open()).unwrap_or(false)
+    }
+
+    fn gate(&self, now: i64) -> Gate {
+        self.circuit.lock().map(|mut c| c.gate(now)).unwrap_or(Gate::Closed)
+    }
+
+    fn reopen_at(&self) -> Option<i64> {
+        self.circuit.lock().ok().and_then(|c| c.reopen_at())
     }
 }
 
@@ -96,6 +115,16 @@ impl SinkSet {
                 name: c.name.clone(),
                 kind: c.kind,
                 limiter: policy.rate_limit.map(RateLimiter::per_second),
+                circuit: std::sync::Mutex::new(Circuit::new(CircuitPolicy {
+                    failures: policy.circuit.failures,
+                    probe_interval: policy.circuit.probe_interval.0,
+                })),
+                deactivation: policy.deactivate_after.map(|d| {
+                    std::sync::Mutex::new(Deactivation::new(
+                        d.failures,
+                        Duration::from_secs_f64(d.days * 86_400.0),
+                    ))
+                }),
                 policy,
                 sink,
                 paused: AtomicBool::new(false),
@@ -214,12 +243,33 @@ impl Dispatcher {
             if cancel.is_cancelled() {
                 break;
             }
-            if !drained && !rt.paused() && buf.len() < concurrency {
-                let want = batch - buf.len();
+            if rt.circuit_open() && !buf.is_empty() {
+                // Held back by the breaker: back to pending without spending an attempt.
+                let at = rt.reopen_at().unwrap_or_else(now_ms);
+                self.defer(&mut buf, at).await;
+            }
+            let mut want = batch.saturating_sub(buf.len());
+            if rt.circuit_open() {
+                want = 0;
+                if tasks.is_empty() && buf.is_empty() && !rt.paused() {
+                    if let Gate::Probe = rt.gate(now_ms()) {
+                        want = 1;
+                        drained = false;
+                    }
+                }
+            }
+            if want > 0 && !drained && !rt.paused() && buf.len() < concurrency.max(want) {
                 let now = now_ms();
                 match self.store.claim(&rt.name, want, now, now + lease).await {
                     Ok(v) => {
                         drained = v.len() < want;
+                        if v.is_empty() && rt.circuit_open() {
+                            // Nothing to probe with: give the probe back.
+                            if let Ok(mut c) = rt.circuit.lock() {
+                                c.record(true, now_ms());
+                            }
+                            tracing::info!(sink = %rt.name, "circuit closed: nothing left to send");
+                        }
                         buf.extend(v);
                         failures = 0;
                     }
@@ -246,7 +296,9 @@ impl Dispatcher {
                 });
                 running.insert(h.id(), l);
             }
-            let wait = if failures > 0 {
+            let wait = if let (true, Some(t)) = (rt.circuit_open(), rt.reopen_at()) {
+                Duration::from_millis((t - now_ms()).max(0) as u64).min(self.poll_interval)
+            } else if failures > 0 {
                 // Store trouble: back off up to 5 s, then try again.
                 Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(5))
             } else if tasks.is_empty() && !drained && !rt.paused() {
@@ -306,6 +358,48 @@ impl Dispatcher {
         }
     }
 
+    async fn defer(&self, buf: &mut VecDeque<Claimed>, at: i64) {
+        let now = now_ms();
+        let batch: Vec<Completion> = buf
+            .drain(..)
+            .map(|d| Completion {
+                lease: d.lease(),
+                attempt: None,
+                next: NextState::Defer { at },
+                now,
+            })
+            .collect();
+        if let Err(e) = self.store.complete(&batch).await {
+            // Their leases expire and they come back by themselves.
+            tracing::warn!(error = %e, "cannot return held-back deliveries");
+        }
+    }
+
+    /// Feeds an attempt's result to the breaker and the deactivation
+    /// policy, logging each state change once.
+    async fn record_health(&self, rt: &SinkRuntime, delivered: bool, now: i64) {
+        let transition = rt.circuit.lock().ok().and_then(|mut c| c.record(delivered, now));
+        match transition {
+            Some(Transition::Opened) => tracing::warn!(sink = %rt.name, failures = rt.policy.circuit.failures,
+                probe_every = ?rt.policy.circuit.probe_interval.0, "circuit opened: holding deliveries back"),
+            Some(Transition::Closed) => tracing::info!(sink = %rt.name, "circuit closed: sending again"),
+            None => {}
+        }
+        let deactivate = rt
+            .deactivation
+            .as_ref()
+            .and_then(|d| d.lock().ok().map(|mut d| d.record(delivered, now)))
+            .unwrap_or(false);
+        if deactivate && !rt.paused() {
+            let reason = "deactivated after repeated failures (deactivate_after)";
+            rt.set_paused(true);
+            if let Err(e) = self.store.set_paused(&rt.name, true, Some(reason), now).await {
+                tracing::error!(sink = %rt.name, error = %e, "cannot persist deactivation");
+            }
+            tracing::warn!(sink = %rt.name, "sink deactivated: paused until an administrator resumes it");
+        }
+    }
+
     /// Makes one attempt and decides the delivery's next state. `clock` is
     /// the time to schedule from (tests pass their own; `None` is now).
     async fn attempt(&self, rt: &SinkRuntime, d: Claimed, clock: Option<i64>) -> Completion {
@@ -327,6 +421,7 @@ impl Dispatcher {
             (self.jitter)(),
         );
         let secs = elapsed.as_secs_f64();
+        self.record_health(rt, next == NextState::Delivered, now).await;
         match next {
             NextState::Delivered => {
                 self.metrics.delivery(&rt.name, "delivered", secs);

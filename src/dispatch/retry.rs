@@ -129,6 +129,8 @@ mod tests {
             rate_limit: None,
             proxy: None,
             ca_file: None,
+            circuit: crate::config::CircuitConfig::default(),
+            deactivate_after: None,
         }
     }
 

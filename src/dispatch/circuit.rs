@@ -1,0 +1,187 @@
+//! The per-sink circuit breaker and the ArcGIS-style deactivation policy,
+//! as state machines over caller-supplied times (milliseconds), so tests
+//! step them without clocks.
+//!
+//! After `failures` consecutive failed attempts the circuit opens: the
+//! sink's deliveries stay pending without spending attempts, and one probe
+//! delivery is let through every `probe_interval`. A successful probe closes
+//! the circuit. This is what keeps an outage of hours from turning every
+//! delivery dead.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Circuit settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitPolicy {
+    /// Consecutive failed attempts that open the circuit.
+    pub failures: u32,
+    /// Time between probes while open.
+    pub probe_interval: Duration,
+}
+
+/// What the dispatcher may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Send normally.
+    Closed,
+    /// Send exactly one delivery as a probe.
+    Probe,
+    /// Send nothing until this time.
+    Open { until: i64 },
+}
+
+/// A change worth one log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The circuit opened.
+    Opened,
+    /// A probe succeeded: closed again.
+    Closed,
+}
+
+/// One sink's circuit.
+#[derive(Debug)]
+pub struct Circuit {
+    policy: CircuitPolicy,
+    failures: u32,
+    open_until: Option<i64>,
+    probing: bool,
+}
+
+impl Circuit {
+    /// A closed circuit.
+    pub fn new(policy: CircuitPolicy) -> Circuit {
+        Circuit {
+            policy,
+            failures: 0,
+            open_until: None,
+            probing: false,
+        }
+    }
+
+    /// Whether sending is held back right now (for the state word).
+    pub fn is_open(&self) -> bool {
+        self.open_until.is_some()
+    }
+
+    /// When a held-back delivery should next be looked at.
+    pub fn reopen_at(&self) -> Option<i64> {
+        self.open_until
+    }
+
+    /// Asks to send. Hands out at most one probe per interval.
+    pub fn gate(&mut self, now: i64) -> Gate {
+        match self.open_until {
+            None => Gate::Closed,
+            Some(t) if now >= t && !self.probing => {
+                self.probing = true;
+                Gate::Probe
+            }
+            Some(t) => Gate::Open {
+                until: if self.probing {
+                    now + self.policy.probe_interval.as_millis() as i64
+                } else {
+                    t
+                },
+            },
+        }
+    }
+
+    /// Records an attempt's result.
+    pub fn record(&mut self, success: bool, now: i64) -> Option<Transition> {
+        self.probing = false;
+        if success {
+            self.failures = 0;
+            return self.open_until.take().map(|_| Transition::Closed);
+        }
+        self.failures = self.failures.saturating_add(1);
+        let next = now + self.policy.probe_interval.as_millis() as i64;
+        if self.open_until.is_some() {
+            self.open_until = Some(next);
+            None
+        } else if self.failures >= self.policy.failures {
+            self.open_until = Some(next);
+            Some(Transition::Opened)
+        } else {
+            None
+        }
+    }
+}
+
+/// ArcGIS's deactivation policy: pause the sink for good after `failures`
+/// failed attempts within `window`, with no success in between.
+#[derive(Debug)]
+pub struct Deactivation {
+    failures: usize,
+    window_ms: i64,
+    recent: VecDeque<i64>,
+}
+
+impl Deactivation {
+    /// A policy of `failures` within `window`.
+    pub fn new(failures: u32, window: Duration) -> Deactivation {
+        Deactivation {
+            failures: failures.max(1) as usize,
+            window_ms: window.as_millis() as i64,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Records an attempt; true when the sink should now be deactivated.
+    pub fn record(&mut self, success: bool, now: i64) -> bool {
+        if success {
+            self.recent.clear();
+            return false;
+        }
+        self.recent.push_back(now);
+        while self.recent.front().is_some_and(|t| *t < now - self.window_ms) {
+            self.recent.pop_front();
+        }
+        self.recent.len() >= self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CircuitPolicy {
+        CircuitPolicy {
+            failures: 3,
+            probe_interval: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_and_probes() {
+        let mut c = Circuit::new(policy());
+        assert_eq!(c.record(false, 0), None);
+        assert_eq!(c.record(true, 1), None, "a success resets the count");
+        assert_eq!(c.record(false, 2), None);
+        assert_eq!(c.record(false, 3), None);
+        assert_eq!(c.record(false, 4), Some(Transition::Opened));
+        assert_eq!(c.gate(5), Gate::Open { until: 30_004 });
+        assert_eq!(c.gate(30_004), Gate::Probe);
+        assert!(matches!(c.gate(30_005), Gate::Open { .. }), "one probe at a time");
+        assert_eq!(c.record(false, 30_010), None, "failed probe: stays open");
+        assert_eq!(c.gate(40_000), Gate::Open { until: 60_010 });
+        assert_eq!(c.gate(60_010), Gate::Probe);
+        assert_eq!(c.record(true, 60_020), Some(Transition::Closed));
+        assert_eq!(c.gate(60_021), Gate::Closed);
+    }
+
+    #[test]
+    fn deactivates_after_failures_within_window() {
+        let day = 86_400_000;
+        let mut d = Deactivation::new(3, Duration::from_millis(day as u64));
+        assert!(!d.record(false, 0));
+        assert!(!d.record(false, 1));
+        assert!(!d.record(true, 2));
+        assert!(!d.record(false, 3));
+        assert!(!d.record(false, 4));
+        assert!(!d.record(false, 4 + 2 * day), "older failures fell out of the window");
+        assert!(!d.record(false, 5 + 2 * day));
+        assert!(d.record(false, 6 + 2 * day));
+    }
+}
