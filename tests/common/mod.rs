@@ -3,6 +3,9 @@
 //! server whose answers a test scripts.
 #![allow(dead_code)]
 
+#[allow(dead_code)]
+pub mod process;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
