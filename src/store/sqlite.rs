@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::pool::PoolConnection;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::*;
@@ -89,6 +90,70 @@ impl SqliteStore {
     }
 }
 
+/// A write transaction on the single writer connection, managed by hand
+/// rather than with sqlx's `Transaction`.
+///
+/// Why: when SQLite hits SQLITE_FULL or an I/O error it may roll a
+/// transaction back by itself. sqlx's transaction-depth bookkeeping does not
+/// learn of that, and a later `commit()` could then release a savepoint
+/// inside a transaction that is never committed — acknowledging data that
+/// is not on disk (found by the full-disk fault test). Here any failure, and
+/// any drop without a successful COMMIT, closes the connection instead:
+/// SQLite rolls back whatever was open and the pool opens a clean one.
+struct WriteTx {
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl WriteTx {
+    async fn begin(pool: &SqlitePool) -> Result<WriteTx, StoreError> {
+        let mut conn = pool.acquire().await?;
+        // IMMEDIATE takes the write lock now, so a CLI process writing to
+        // the same file waits here instead of failing at commit.
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            drop(conn.detach());
+            return Err(e.into());
+        }
+        Ok(WriteTx { conn: Some(conn) })
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        match sqlx::query("COMMIT").execute(&mut *conn).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                drop(conn.detach());
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        // Invariant: `conn` is only taken by `commit` (which consumes self)
+        // and `drop`.
+        self.conn.as_deref().expect("write transaction is open")
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.conn.as_deref_mut().expect("write transaction is open")
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Not committed: closing the connection rolls it back.
+            drop(conn.detach());
+        }
+    }
+}
+
 fn delivery_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow, StoreError> {
     let status: String = r.try_get("status")?;
     let next: i64 = r.try_get("next_attempt_at")?;
@@ -113,7 +178,7 @@ const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.sink, d.status, d.attempts
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, batch: &[NewMessage], now: i64) -> Result<Vec<IngestOutcome>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = WriteTx::begin(&self.writer).await?;
         let mut out = Vec::with_capacity(batch.len());
         for m in batch {
             if m.dedupe_window_ms > 0 {
@@ -246,7 +311,7 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = WriteTx::begin(&self.writer).await?;
         for c in batch {
             if let Some(a) = &c.attempt {
                 sqlx::query(
@@ -296,7 +361,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, leases: &[Lease], now: i64) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = WriteTx::begin(&self.writer).await?;
         for l in leases {
             sqlx::query(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_token = NULL, \
