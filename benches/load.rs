@@ -21,14 +21,13 @@
 //! /proc/<pid>/status (VmHWM, VmRSS).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "bench-secret";
-const TOKEN: &str = "bench-token";
+mod common;
+
+use common::*;
 
 struct Args {
     store: String,
@@ -38,15 +37,32 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { store: "sqlite".into(), processes: 1, seconds: 10, messages: 20_000 };
+    let mut a = Args {
+        store: "sqlite".into(),
+        processes: 1,
+        seconds: 10,
+        messages: 20_000,
+    };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < v.len() {
         match v[i].as_str() {
-            "--store" => { a.store = v[i + 1].clone(); i += 1; }
-            "--processes" => { a.processes = v[i + 1].parse().unwrap(); i += 1; }
-            "--seconds" => { a.seconds = v[i + 1].parse().unwrap(); i += 1; }
-            "--messages" => { a.messages = v[i + 1].parse().unwrap(); i += 1; }
+            "--store" => {
+                a.store = v[i + 1].clone();
+                i += 1;
+            }
+            "--processes" => {
+                a.processes = v[i + 1].parse().unwrap();
+                i += 1;
+            }
+            "--seconds" => {
+                a.seconds = v[i + 1].parse().unwrap();
+                i += 1;
+            }
+            "--messages" => {
+                a.messages = v[i + 1].parse().unwrap();
+                i += 1;
+            }
             _ => {} // cargo bench passes --bench
         }
         i += 1;
@@ -54,127 +70,13 @@ fn args() -> Args {
     a
 }
 
-struct Relay {
-    child: Child,
-    ingress: String,
-    admin: String,
-}
-
-impl Relay {
-    fn start(config: &std::path::Path) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start relay");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let (mut ingress, mut admin) = (String::new(), String::new());
-        for line in out.lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("hookrelay: ingress listening on ") {
-                ingress = a.to_string();
-            }
-            if let Some(a) = line.strip_prefix("hookrelay: admin listening on ") {
-                admin = a.to_string();
-                break;
-            }
-        }
-        Relay { child, ingress, admin }
-    }
-
-    fn rss_kib(&self) -> (u64, u64) {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |k: &str| {
-            s.lines()
-                .find(|l| l.starts_with(k))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmHWM:"), field("VmRSS:"))
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
-fn payload(run: u64, n: usize) -> Vec<u8> {
-    format!(
-        r#"{{"info":{{"webhookName":"bench","portalURL":"https://gis.example.org/portal/","when":1}},"events":[{{"username":"u","when":{},"operation":"update","source":"item","id":"r{run}i{n}","properties":{{}}}}]}}"#,
-        1_700_000_000_000u64 + n as u64
-    )
-    .into_bytes()
-}
-
-/// A minimal counting sink: every request answers 200 and counts.
-async fn start_sink(count: Arc<AtomicUsize>) -> String {
-    let app = axum::Router::new().fallback(move || {
-        let c = count.clone();
-        async move {
-            c.fetch_add(1, Ordering::Relaxed);
-            "ok"
-        }
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}/hook")
-}
-
-fn config(dir: &std::path::Path, store_url: &str, sink_url: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-token = "{TOKEN}"
-[store]
-url = "{store_url}"
-max_connections = 16
-[delivery]
-concurrency = 32
-poll_interval = "200ms"
-[[sources]]
-name = "portal"
-kind = "arcgis-portal"
-secret = "{SECRET}"
-[[sinks]]
-name = "out"
-kind = "http"
-url = "{sink_url}"
-"#
-    );
-    let p = dir.join(format!("bench-{}.toml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-async fn fresh_store(kind: &str, dir: &std::path::Path) -> String {
-    match kind {
-        "sqlite" => format!("sqlite://{}/bench.db", dir.display()),
-        _ => {
-            use sqlx::Connection;
-            let base = std::env::var("HOOKRELAY_BENCH_POSTGRES_URL")
-                .or_else(|_| std::env::var("HOOKRELAY_TEST_POSTGRES_URL"))
-                .expect("set HOOKRELAY_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres");
-            let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
-            let name = format!("hookrelay_bench_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
-            let mut u = reqwest::Url::parse(&base).unwrap();
-            u.set_path(&format!("/{name}"));
-            u.to_string()
-        }
-    }
-}
-
 async fn admin_post(client: &reqwest::Client, relay: &Relay, path: &str) {
-    let r = client.post(format!("{}{path}", relay.admin)).bearer_auth(TOKEN).send().await.unwrap();
+    let r = client
+        .post(format!("{}{path}", relay.admin))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());
 }
 
@@ -186,21 +88,40 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Posts for `seconds` from `senders` tasks, round-robin over the relays.
-async fn ingress(client: &reqwest::Client, relays: &[Relay], senders: usize, seconds: u64, run: u64) -> (usize, Vec<Duration>) {
+async fn ingress(
+    client: &reqwest::Client,
+    relays: &[Relay],
+    senders: usize,
+    seconds: u64,
+    run: u64,
+) -> (usize, Vec<Duration>) {
     let next = Arc::new(AtomicUsize::new(0));
     let lat = Arc::new(Mutex::new(Vec::new()));
     let end = Instant::now() + Duration::from_secs(seconds);
-    let urls: Vec<String> = relays.iter().map(|r| format!("{}/hooks/portal", r.ingress)).collect();
+    let urls: Vec<String> = relays
+        .iter()
+        .map(|r| format!("{}/hooks/portal", r.ingress))
+        .collect();
     let mut tasks = Vec::new();
     for s in 0..senders {
-        let (client, next, lat, url) = (client.clone(), next.clone(), lat.clone(), urls[s % urls.len()].clone());
+        let (client, next, lat, url) = (
+            client.clone(),
+            next.clone(),
+            lat.clone(),
+            urls[s % urls.len()].clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             while Instant::now() < end {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let t0 = Instant::now();
-                let r = client.post(&url).header("secret", SECRET).header("content-type", "application/json")
-                    .body(payload(run, n)).send().await;
+                let r = client
+                    .post(&url)
+                    .header("secret", SECRET)
+                    .header("content-type", "application/json")
+                    .body(payload(run, n))
+                    .send()
+                    .await;
                 if matches!(&r, Ok(r) if r.status() == 200) {
                     mine.push(t0.elapsed());
                 }
@@ -220,7 +141,11 @@ async fn ingress(client: &reqwest::Client, relays: &[Relay], senders: usize, sec
 async fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(128).build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(128)
+        .build()
+        .unwrap();
     let label = format!("{} x{}", a.store, a.processes);
     println!("| store | workload | result | p50 | p99 | relay RSS peak/final |");
     println!("|---|---|---|---|---|---|");
@@ -234,7 +159,7 @@ async fn main() {
         let relays: Vec<Relay> = (0..a.processes).map(|_| Relay::start(&cfg)).collect();
         admin_post(&client, &relays[0], "/api/v1/sinks/out/pause").await;
         let (n, lat) = ingress(&client, &relays, senders, a.seconds, run).await;
-        let rss: Vec<String> = relays.iter().map(|r| { let (p, f) = r.rss_kib(); format!("{:.0}/{:.0} MiB", p as f64 / 1024.0, f as f64 / 1024.0) }).collect();
+        let rss: Vec<String> = relays.iter().map(rss_text).collect();
         println!(
             "| {label} | ingress, {senders} senders, {}s | {:.0} acknowledged/s | {:.1} ms | {:.1} ms | {} |",
             a.seconds,
@@ -251,21 +176,35 @@ async fn main() {
     let store = fresh_store(&a.store, dir.path()).await;
     let cfg = config(dir.path(), &store, &sink);
     let relays: Vec<Relay> = (0..a.processes).map(|_| Relay::start(&cfg)).collect();
-    let urls: Vec<String> = relays.iter().map(|r| format!("{}/hooks/portal", r.ingress)).collect();
+    let urls: Vec<String> = relays
+        .iter()
+        .map(|r| format!("{}/hooks/portal", r.ingress))
+        .collect();
     let t0 = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let mut tasks = Vec::new();
     for s in 0..64 {
-        let (client, next, acked, url, total) = (client.clone(), next.clone(), acked.clone(), urls[s % urls.len()].clone(), a.messages);
+        let (client, next, acked, url, total) = (
+            client.clone(),
+            next.clone(),
+            acked.clone(),
+            urls[s % urls.len()].clone(),
+            a.messages,
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
                     return;
                 }
-                let r = client.post(&url).header("secret", SECRET).header("content-type", "application/json")
-                    .body(payload(99, n)).send().await;
+                let r = client
+                    .post(&url)
+                    .header("secret", SECRET)
+                    .header("content-type", "application/json")
+                    .body(payload(99, n))
+                    .send()
+                    .await;
                 if matches!(&r, Ok(r) if r.status() == 200) {
                     acked.lock().unwrap().insert(n);
                 }
@@ -283,7 +222,7 @@ async fn main() {
     }
     let done = t0.elapsed();
     let delivered = count.load(Ordering::Relaxed);
-    let rss: Vec<String> = relays.iter().map(|r| { let (p, f) = r.rss_kib(); format!("{:.0}/{:.0} MiB", p as f64 / 1024.0, f as f64 / 1024.0) }).collect();
+    let rss: Vec<String> = relays.iter().map(rss_text).collect();
     println!(
         "| {label} | end-to-end, {} messages, 64 senders | {:.0} deliveries/s ({delivered} delivered of {acked_n} acknowledged; posting took {:.1}s, last delivery at {:.1}s) | | | {} |",
         a.messages,

@@ -3,6 +3,8 @@
 //! [`Relay::start`] is what `hookrelay serve` and the integration tests
 //! call: it opens the store, binds both listeners (port 0 works), starts the
 //! dispatcher and the retention purge, and returns the bound addresses.
+//! With `[server] tls_cert`/`tls_key` ingress speaks HTTPS, and SIGHUP
+//! reloads the certificate (see [`crate::tls`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,9 +20,10 @@ use crate::dispatch::{random_jitter, Dispatcher, Jitter, SinkSet};
 use crate::ingress::{self, IngressState};
 use crate::metrics::Metrics;
 use crate::routing::RouteTable;
-use crate::server::{serve, ServeOptions};
+use crate::server::{serve, serve_with_tls, ServeOptions};
 use crate::store::batch::Batcher;
 use crate::store::{self, now_ms, PurgeCutoffs, Store, StoreError};
+use crate::tls::TlsIngress;
 
 /// Why a relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,7 @@ pub struct Relay {
     pub dispatcher: Arc<Dispatcher>,
     /// The sinks at run time.
     pub sinks: Arc<SinkSet>,
+    tls: Option<TlsIngress>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -95,8 +99,20 @@ impl Relay {
         let store = store::open(&config.store, true, true).await?;
         let released = store.recover(now_ms()).await?;
         if released > 0 {
-            tracing::info!(released, "requeued deliveries a previous run left in flight");
+            tracing::info!(
+                released,
+                "requeued deliveries a previous run left in flight"
+            );
         }
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsIngress::from_files(cert, key).map_err(|e| {
+                StartError::Config(ConfigError::Invalid {
+                    key: "server.tls_cert".into(),
+                    message: e.to_string(),
+                })
+            })?),
+            _ => None,
+        };
         let sinks = Arc::new(SinkSet::build(&config)?);
         sinks.load_state(store.as_ref()).await?;
         let metrics = Arc::new(Metrics::new());
@@ -130,10 +146,12 @@ impl Relay {
         );
         let ingress_listener = bind(&config.server.listen).await?;
         let admin_listener = bind(&config.admin.listen).await?;
-        let ingress_addr = ingress_listener.local_addr().map_err(|e| StartError::Bind {
-            addr: config.server.listen.clone(),
-            reason: e.to_string(),
-        })?;
+        let ingress_addr = ingress_listener
+            .local_addr()
+            .map_err(|e| StartError::Bind {
+                addr: config.server.listen.clone(),
+                reason: e.to_string(),
+            })?;
         let admin_addr = admin_listener.local_addr().map_err(|e| StartError::Bind {
             addr: config.admin.listen.clone(),
             reason: e.to_string(),
@@ -143,12 +161,16 @@ impl Relay {
             max_concurrency: config.server.max_concurrency,
             shutdown_grace: opts.shutdown_grace,
         };
-        tasks.push(tokio::spawn(serve(
+        tasks.push(tokio::spawn(serve_with_tls(
             ingress_listener,
             ingress_router,
             serve_opts.clone(),
             cancel.clone(),
+            tls.as_ref().map(TlsIngress::acceptor),
         )));
+        if let Some(task) = reload_on_sighup(tls.clone(), cancel.clone()) {
+            tasks.push(task);
+        }
 
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
@@ -177,7 +199,11 @@ impl Relay {
             },
             cancel.clone(),
         )));
-        tasks.push(tokio::spawn(purge_loop(store.clone(), config.clone(), cancel.clone())));
+        tasks.push(tokio::spawn(purge_loop(
+            store.clone(),
+            config.clone(),
+            cancel.clone(),
+        )));
 
         Ok(Relay {
             ingress_addr,
@@ -185,9 +211,25 @@ impl Relay {
             store,
             dispatcher,
             sinks,
+            tls,
             cancel,
             tasks,
         })
+    }
+
+    /// The HTTPS side of ingress, when configured: tests call
+    /// [`TlsIngress::reload`] on it directly instead of sending SIGHUP.
+    pub fn tls(&self) -> Option<&TlsIngress> {
+        self.tls.as_ref()
+    }
+
+    /// `https` or `http`: how to reach [`Relay::ingress_addr`].
+    pub fn ingress_scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The token that stops this relay when cancelled.
@@ -200,6 +242,7 @@ impl Relay {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.store.close().await;
     }
 
     /// Stops the relay and waits for it.
@@ -225,6 +268,53 @@ pub fn purge_cutoffs(config: &Config, now: i64) -> PurgeCutoffs {
     }
 }
 
+/// Reloads the TLS certificate on every SIGHUP until `cancel`.
+///
+/// The handler is installed even without TLS: SIGHUP's default action ends
+/// the process, and `systemctl reload` sends it. Installing it here, before
+/// `start` returns, means a SIGHUP sent right after start cannot kill the
+/// relay either.
+#[cfg(unix)]
+fn reload_on_sighup(tls: Option<TlsIngress>, cancel: CancellationToken) -> Option<JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the TLS certificate will not be reloaded");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            match &tls {
+                None => tracing::info!(
+                    "SIGHUP: nothing to reload (ingress has no TLS); other settings need a restart"
+                ),
+                Some(t) => match t.reload() {
+                    Ok(()) => {
+                        tracing::info!(cert = %t.cert_path().display(), "SIGHUP: TLS certificate reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; still serving the previous one")
+                    }
+                },
+            }
+        }
+    }))
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(
+    _tls: Option<TlsIngress>,
+    _cancel: CancellationToken,
+) -> Option<JoinHandle<()>> {
+    None
+}
+
 async fn purge_loop(store: Arc<dyn Store>, config: Arc<Config>, cancel: CancellationToken) {
     let every = config.retention.interval.0;
     loop {
@@ -234,7 +324,11 @@ async fn purge_loop(store: Arc<dyn Store>, config: Arc<Config>, cancel: Cancella
         }
         match store.purge(&purge_cutoffs(&config, now_ms())).await {
             Ok(c) if c.messages > 0 || c.dedupe_keys > 0 => {
-                tracing::info!(messages = c.messages, dedupe_keys = c.dedupe_keys, "retention purge")
+                tracing::info!(
+                    messages = c.messages,
+                    dedupe_keys = c.dedupe_keys,
+                    "retention purge"
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention purge failed; will try again"),

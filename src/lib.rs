@@ -19,7 +19,10 @@
 //!    store directly.
 //!
 //! [`config`] is read once at start; [`app::Relay`] wires everything
-//! together and explains the shutdown order.
+//! together and explains the shutdown order. [`server`] runs both
+//! listeners, ingress over HTTPS when [`tls`] has a certificate (reloaded on
+//! SIGHUP); [`sinks::client`] holds the egress rules (proxy, CA, client
+//! certificate, `allowed_hosts`).
 
 pub mod admin;
 pub mod app;
@@ -33,3 +36,4 @@ pub mod routing;
 pub mod server;
 pub mod sinks;
 pub mod store;
+pub mod tls;

@@ -107,7 +107,10 @@ impl Pattern {
             let second = match rest {
                 [] => None,
                 [x] => Some(Seg2::IdOrOperation(SegPub(Seg::parse(x)))),
-                [i, o] => Some(Seg2::IdAndOperation(SegPub(Seg::parse(i)), SegPub(Seg::parse(o)))),
+                [i, o] => Some(Seg2::IdAndOperation(
+                    SegPub(Seg::parse(i)),
+                    SegPub(Seg::parse(o)),
+                )),
                 _ => return Err(format!("{raw:?}: at most /source/id/operation")),
             };
             return Ok(Pattern::Portal { source, second });
@@ -131,7 +134,9 @@ impl Pattern {
                 match second {
                     None => true,
                     Some(Seg2::IdOrOperation(x)) => x.0.matches(&e.operation) || x.0.matches(&e.id),
-                    Some(Seg2::IdAndOperation(i, o)) => i.0.matches(&e.id) && o.0.matches(&e.operation),
+                    Some(Seg2::IdAndOperation(i, o)) => {
+                        i.0.matches(&e.id) && o.0.matches(&e.operation)
+                    }
                 }
             }
             Pattern::ServicePath(segs) => {
@@ -270,10 +275,26 @@ mod tests {
     #[test]
     fn portal_trigger_vocabulary() {
         let e = portal("item", "abc", "share");
-        for yes in ["/items", "/items/share", "/items/SHARE", "/items/abc", "/items/abc/share", "/item/abc/share", "/items/<itemID>/share", "*"] {
+        for yes in [
+            "/items",
+            "/items/share",
+            "/items/SHARE",
+            "/items/abc",
+            "/items/abc/share",
+            "/item/abc/share",
+            "/items/<itemID>/share",
+            "*",
+        ] {
             assert!(m(yes, &e), "{yes}");
         }
-        for no in ["/groups", "/items/update", "/items/zzz/share", "/items/abc/update", "FeaturesCreated", "/services"] {
+        for no in [
+            "/groups",
+            "/items/update",
+            "/items/zzz/share",
+            "/items/abc/update",
+            "FeaturesCreated",
+            "/services",
+        ] {
             assert!(!m(no, &e), "{no}");
         }
         let u = portal("user", "jsmith", "updateUserRole");
@@ -287,14 +308,25 @@ mod tests {
     fn change_types() {
         assert!(m("FeaturesCreated", &service("FeaturesCreated")));
         assert!(!m("FeaturesCreated", &service("FeaturesDeleted")));
-        for op in ["FeaturesCreated", "FeaturesUpdated", "FeaturesDeleted", "FeaturesEdited"] {
+        for op in [
+            "FeaturesCreated",
+            "FeaturesUpdated",
+            "FeaturesDeleted",
+            "FeaturesEdited",
+        ] {
             assert!(m("FeaturesEdited", &service(op)), "{op}");
         }
         assert!(!m("FeaturesEdited", &service("AttachmentsCreated")));
         assert!(m("AttachmentsEdited", &service("AttachmentsDeleted")));
-        assert!(!m("FeaturesCreated", &portal("item", "a", "FeaturesCreated")));
+        assert!(!m(
+            "FeaturesCreated",
+            &portal("item", "a", "FeaturesCreated")
+        ));
         assert!(m("/services/Hosted", &service("X")));
-        assert!(m("/services/Hosted/Parcels.FeatureServer/FeaturesCreated", &service("FeaturesCreated")));
+        assert!(m(
+            "/services/Hosted/Parcels.FeatureServer/FeaturesCreated",
+            &service("FeaturesCreated")
+        ));
         assert!(!m("/services/Other", &service("X")));
     }
 
@@ -302,7 +334,9 @@ mod tests {
     fn bad_patterns_are_named() {
         assert!(Pattern::parse("").is_err());
         assert!(Pattern::parse("/").is_err());
-        assert!(Pattern::parse("/things").unwrap_err().contains("unknown trigger source"));
+        assert!(Pattern::parse("/things")
+            .unwrap_err()
+            .contains("unknown trigger source"));
         assert!(Pattern::parse("/items/a/b/c").is_err());
         assert!(Pattern::parse("Features Created").is_err());
     }

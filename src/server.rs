@@ -1,6 +1,11 @@
 //! Serving a router on a TCP listener, with the protections a public
 //! endpoint needs: a header read timeout (slowloris), a concurrency limit
 //! that sheds with 503 instead of queueing, and graceful shutdown.
+//!
+//! With a TLS acceptor the listener speaks HTTPS. The handshake runs in the
+//! connection's own task, never in the accept loop, and is bounded by the
+//! header read timeout: a client that opens a socket and never says hello
+//! costs one task until then, and blocks nobody else.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,13 +19,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 /// Limits of one listener.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// A connection that has not sent complete headers by then is closed.
+    /// A connection that has not sent complete headers by then is closed;
+    /// with TLS, one that has not finished its handshake by then as well.
     pub header_read_timeout: Duration,
     /// Requests in progress at once; more get 503 at once.
     pub max_concurrency: usize,
@@ -37,9 +44,27 @@ async fn overloaded(_: BoxError) -> axum::response::Response {
         .into_response()
 }
 
-/// Serves `router` until `cancel`, then stops accepting, lets open
-/// requests finish (up to the grace period) and returns.
-pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, cancel: CancellationToken) {
+/// Serves `router` over plain HTTP until `cancel`, then stops accepting,
+/// lets open requests finish (up to the grace period) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    opts: ServeOptions,
+    cancel: CancellationToken,
+) {
+    serve_with_tls(listener, router, opts, cancel, None).await
+}
+
+/// [`serve`], speaking HTTPS when `tls` is given. The acceptor's certificate
+/// resolver decides which certificate each handshake gets, so a reload
+/// reaches new connections without touching the listener.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    router: Router,
+    opts: ServeOptions,
+    cancel: CancellationToken,
+    tls: Option<TlsAcceptor>,
+) {
     let svc = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()
@@ -70,10 +95,41 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, ca
             .timer(TokioTimer::new())
             .header_read_timeout(opts.header_read_timeout)
             .max_buf_size(64 * 1024);
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(per_conn));
-        let conn = graceful.watch(conn);
+        let Some(acceptor) = tls.clone() else {
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(per_conn));
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            continue;
+        };
+        // Shutdown waits for every watcher, so a handshake still running
+        // when shutdown begins is abandoned rather than waited for.
+        let watcher = graceful.watcher();
+        let handshake_timeout = opts.header_read_timeout;
+        let cancel = cancel.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+            let stream = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    // Scanners and plain-HTTP clients fail here all day:
+                    // not worth more than a debug line.
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(per_conn));
+            let _ = watcher.watch(conn).await;
         });
     }
     drop(listener);

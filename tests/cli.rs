@@ -38,15 +38,34 @@ secret = "env:TEST_SIGN_SECRET"
     let (code, out, err) = run_cli(
         &cfg,
         &["check"],
-        &[("TEST_ADMIN_TOKEN", "admin-secret-value"), ("TEST_SIGN_SECRET", "sign-secret-value")],
+        &[
+            ("TEST_ADMIN_TOKEN", "admin-secret-value"),
+            ("TEST_SIGN_SECRET", "sign-secret-value"),
+        ],
     );
     assert_eq!(code, 0, "{err}");
-    for s in ["admin-secret-value", "literal-secret-value", "file-secret-value", "sig-secret-value", "header-secret-value", "sign-secret-value"] {
-        assert!(!out.contains(s) && !err.contains(s), "{s} leaked:\n{out}{err}");
+    for s in [
+        "admin-secret-value",
+        "literal-secret-value",
+        "file-secret-value",
+        "sig-secret-value",
+        "header-secret-value",
+        "sign-secret-value",
+    ] {
+        assert!(
+            !out.contains(s) && !err.contains(s),
+            "{s} leaked:\n{out}{err}"
+        );
     }
     assert!(out.contains("[redacted]"));
-    assert!(out.contains("api-version=1"), "non-secret parts stay readable:\n{out}");
-    assert!(out.contains("max_attempts = 15"), "defaults are shown:\n{out}");
+    assert!(
+        out.contains("api-version=1"),
+        "non-secret parts stay readable:\n{out}"
+    );
+    assert!(
+        out.contains("max_attempts = 15"),
+        "defaults are shown:\n{out}"
+    );
 }
 
 #[test]
@@ -58,17 +77,37 @@ fn bad_configs_are_refused_naming_the_key() {
             dir.path().display()
         )
     };
-    let sink = |name: &str, extra: &str| format!("[[sinks]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\n{extra}\n");
+    let sink = |name: &str, extra: &str| {
+        format!("[[sinks]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\n{extra}\n")
+    };
     let cases = [
         (base("[server]\nlisen = \"x\"\n"), "lisen"),
-        (base(&format!("{}{}", sink("a", ""), sink("a", ""))), "duplicate sink name"),
-        (base(&sink("a", "sources = [\"nope\"]")), "sinks[0].sources[0]"),
-        (base(&sink("a", "url = \"env:HOOKRELAY_SURELY_UNSET\"").replace("url = \"http://127.0.0.1:1/\"\n", "")), "HOOKRELAY_SURELY_UNSET"),
+        (
+            base(&format!("{}{}", sink("a", ""), sink("a", ""))),
+            "duplicate sink name",
+        ),
+        (
+            base(&sink("a", "sources = [\"nope\"]")),
+            "sinks[0].sources[0]",
+        ),
+        (
+            base(
+                &sink("a", "url = \"env:HOOKRELAY_SURELY_UNSET\"")
+                    .replace("url = \"http://127.0.0.1:1/\"\n", ""),
+            ),
+            "HOOKRELAY_SURELY_UNSET",
+        ),
         (base(&sink("a", "timeout = \"soon\"")), "invalid duration"),
-        (base(&sink("a", "events = [\"/things/x\"]")), "sinks[0].events[0]"),
+        (
+            base(&sink("a", "events = [\"/things/x\"]")),
+            "sinks[0].events[0]",
+        ),
         (base(&sink("a", "unknown_key = 1")), "unknown_key"),
         (base(&sink("A B", "")), "sinks[0].name"),
-        (base(&sink("a", "sign = \"standard-webhooks\"")), "sinks[0].secret"),
+        (
+            base(&sink("a", "sign = \"standard-webhooks\"")),
+            "sinks[0].secret",
+        ),
         (base(&sink("a", "max_attempts = 0")), "max_attempts"),
         ("this is = not toml [".to_string(), "expected"),
     ];
@@ -77,7 +116,10 @@ fn bad_configs_are_refused_naming_the_key() {
         for cmd in ["check", "serve"] {
             let (code, _out, err) = run_cli(&cfg, &[cmd], &[]);
             assert_eq!(code, 2, "{cmd} must refuse:\n{text}\n{err}");
-            assert!(err.contains(want), "{cmd}: error should name {want:?}, got: {err}");
+            assert!(
+                err.contains(want),
+                "{cmd}: error should name {want:?}, got: {err}"
+            );
         }
     }
     let (code, _, err) = run_cli(&dir.path().join("missing.toml"), &["check"], &[]);
@@ -88,7 +130,9 @@ fn bad_configs_are_refused_naming_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_list_replay_and_pause_on_the_store() {
     for kind in [Kind::Sqlite, Kind::Postgres] {
-        let Some(b) = Backend::new(kind).await else { continue };
+        let Some(b) = Backend::new(kind).await else {
+            continue;
+        };
         let sink = TestSink::start().await;
         sink.script([Reply::Status(404), Reply::Status(404)]);
         let cfg_text = config_text(&b.url, &http_sink("out", &sink, ""));
@@ -101,12 +145,38 @@ async fn migrate_list_replay_and_pause_on_the_store() {
         let app = spawn_app(b, &http_sink("out", &sink, "")).await;
         app.post_portal(&fixture("portal-item-share.json")).await;
         app.post_portal(&fixture("portal-user-role.json")).await;
-        eventually(Duration::from_secs(10), "two dead", || async { app.deliveries("status=dead").await.len() == 2 }).await;
+        eventually(Duration::from_secs(10), "two dead", || async {
+            app.deliveries("status=dead").await.len() == 2
+        })
+        .await;
 
-        let (code, out, err) = run_cli(&cfg, &["deliveries", "list", "--status", "dead", "--sink", "out", "--since", "1h"], &[]);
+        let (code, out, err) = run_cli(
+            &cfg,
+            &[
+                "deliveries",
+                "list",
+                "--status",
+                "dead",
+                "--sink",
+                "out",
+                "--since",
+                "1h",
+            ],
+            &[],
+        );
         assert_eq!(code, 0, "{err}");
-        assert_eq!(out.lines().filter(|l| l.contains(" out ") && l.contains("dead")).count(), 2, "{out}");
-        let (code, out, _) = run_cli(&cfg, &["deliveries", "list", "--status", "dead", "--json"], &[]);
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.contains(" out ") && l.contains("dead"))
+                .count(),
+            2,
+            "{out}"
+        );
+        let (code, out, _) = run_cli(
+            &cfg,
+            &["deliveries", "list", "--status", "dead", "--json"],
+            &[],
+        );
         assert_eq!(code, 0);
         for line in out.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -117,16 +187,31 @@ async fn migrate_list_replay_and_pause_on_the_store() {
         assert_eq!(code, 2);
         assert!(err.contains("--status"), "{err}");
 
-        let (code, out, _) = run_cli(&cfg, &["replay", "--status", "dead", "--sink", "out", "--event", "/users", "--dry-run"], &[]);
+        let (code, out, _) = run_cli(
+            &cfg,
+            &[
+                "replay",
+                "--status",
+                "dead",
+                "--sink",
+                "out",
+                "--event",
+                "/users",
+                "--dry-run",
+            ],
+            &[],
+        );
         assert_eq!(code, 0);
         assert!(out.contains("would requeue 1"), "{out}");
         let (code, out, _) = run_cli(&cfg, &["replay", "--status", "dead", "--sink", "out"], &[]);
         assert_eq!(code, 0);
         assert!(out.contains("requeued 2"), "{out}");
         // The running relay polls and picks them up by itself.
-        eventually(Duration::from_secs(5), "replayed deliveries delivered", || async {
-            app.deliveries("status=delivered").await.len() == 2
-        })
+        eventually(
+            Duration::from_secs(5),
+            "replayed deliveries delivered",
+            || async { app.deliveries("status=delivered").await.len() == 2 },
+        )
         .await;
         let (code, _, err) = run_cli(&cfg, &["replay", "--sink", "nope"], &[]);
         assert_eq!(code, 2);
@@ -134,11 +219,19 @@ async fn migrate_list_replay_and_pause_on_the_store() {
 
         let (code, out, _) = run_cli(&cfg, &["sinks"], &[]);
         assert_eq!(code, 0);
-        assert!(out.lines().any(|l| l.starts_with("out ") && l.contains("http") && l.contains("active")), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("out ") && l.contains("http") && l.contains("active")),
+            "{out}"
+        );
         let (code, _, _) = run_cli(&cfg, &["sinks", "pause", "out"], &[]);
         assert_eq!(code, 0);
         let (_, out, _) = run_cli(&cfg, &["sinks"], &[]);
-        assert!(out.lines().any(|l| l.starts_with("out ") && l.contains("paused")), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("out ") && l.contains("paused")),
+            "{out}"
+        );
         let (code, _, _) = run_cli(&cfg, &["sinks", "resume", "nope"], &[]);
         assert_eq!(code, 2);
 
@@ -157,7 +250,15 @@ fn sign_prints_signatures_without_the_secret() {
     let cfg = dir.path().join("unused.toml");
     let (code, out, _) = run_cli(
         &cfg,
-        &["sign", "--scheme", "arcgis", "--secret", "env:SIGN_KEY", "--file", body.to_str().unwrap()],
+        &[
+            "sign",
+            "--scheme",
+            "arcgis",
+            "--secret",
+            "env:SIGN_KEY",
+            "--file",
+            body.to_str().unwrap(),
+        ],
         &[("SIGN_KEY", "the-signing-key")],
     );
     assert_eq!(code, 0);

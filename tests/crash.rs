@@ -10,23 +10,39 @@ use std::time::Duration;
 use common::process::*;
 use common::*;
 
-both_stores!(sigkill_mid_stream_loses_no_acknowledged_message, sigterm_shuts_down_cleanly);
+both_stores!(
+    sigkill_mid_stream_loses_no_acknowledged_message,
+    sigterm_shuts_down_cleanly
+);
 
 async fn sigkill_mid_stream_loses_no_acknowledged_message(b: Backend) {
     let sink = TestSink::start().await;
-    let cfg = write_config(b.dir.path(), &config_text(&b.url, &http_sink("out", &sink, "")));
+    let cfg = write_config(
+        b.dir.path(),
+        &config_text(&b.url, &http_sink("out", &sink, "")),
+    );
     let mut relay = RelayProcess::start(&cfg, b.dir.path());
     let total = 400usize;
     let acked: Arc<Mutex<HashSet<String>>> = Default::default();
     let failed = Arc::new(Mutex::new(0usize));
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let url = Arc::new(Mutex::new(format!("{}/hooks/portal", relay.ingress)));
 
     // 8 concurrent senders; the relay is killed once 150 are acknowledged.
     let next = Arc::new(Mutex::new(0usize));
     let mut senders = Vec::new();
     for _ in 0..8 {
-        let (client, acked, failed, url, next) = (client.clone(), acked.clone(), failed.clone(), url.clone(), next.clone());
+        let (client, acked, failed, url, next) = (
+            client.clone(),
+            acked.clone(),
+            failed.clone(),
+            url.clone(),
+            next.clone(),
+        );
         senders.push(tokio::spawn(async move {
             loop {
                 let n = {
@@ -48,7 +64,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_message(b: Backend) {
                 match r {
                     Ok(r) if r.status() == 200 => {
                         let v: serde_json::Value = r.json().await.unwrap();
-                        acked.lock().unwrap().insert(v["message_id"].as_str().unwrap().to_string());
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(v["message_id"].as_str().unwrap().to_string());
                     }
                     _ => {
                         *failed.lock().unwrap() += 1;
@@ -59,7 +78,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_message(b: Backend) {
             }
         }));
     }
-    eventually(Duration::from_secs(30), "150 acknowledged", || async { acked.lock().unwrap().len() >= 150 }).await;
+    eventually(Duration::from_secs(30), "150 acknowledged", || async {
+        acked.lock().unwrap().len() >= 150
+    })
+    .await;
     relay.sigkill();
     let acked_before_kill = acked.lock().unwrap().len();
     // Restart on the same store while the senders keep going.
@@ -70,14 +92,24 @@ async fn sigkill_mid_stream_loses_no_acknowledged_message(b: Backend) {
     }
     let acked: HashSet<String> = acked.lock().unwrap().clone();
     // Every acknowledged message reaches the sink.
-    eventually(Duration::from_secs(60), "every acknowledged message delivered", || async {
-        let seen: HashSet<String> = sink.received().iter().map(|r| r.header("x-hookrelay-message").to_string()).collect();
-        acked.is_subset(&seen)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged message delivered",
+        || async {
+            let seen: HashSet<String> = sink
+                .received()
+                .iter()
+                .map(|r| r.header("x-hookrelay-message").to_string())
+                .collect();
+            acked.is_subset(&seen)
+        },
+    )
     .await;
     let mut per_message: HashMap<String, usize> = HashMap::new();
     for r in sink.received() {
-        *per_message.entry(r.header("x-hookrelay-message").to_string()).or_default() += 1;
+        *per_message
+            .entry(r.header("x-hookrelay-message").to_string())
+            .or_default() += 1;
     }
     let duplicates: usize = per_message.values().map(|n| n - 1).sum();
     let unacked_delivered = per_message.keys().filter(|k| !acked.contains(*k)).count();
@@ -104,7 +136,10 @@ fn process_unique(n: usize) -> Vec<u8> {
 async fn sigterm_shuts_down_cleanly(b: Backend) {
     let sink = TestSink::start().await;
     sink.script([Reply::Hang(Duration::from_secs(30))]);
-    let cfg = write_config(b.dir.path(), &config_text(&b.url, &http_sink("out", &sink, "timeout = \"60s\"")));
+    let cfg = write_config(
+        b.dir.path(),
+        &config_text(&b.url, &http_sink("out", &sink, "timeout = \"60s\"")),
+    );
     let mut relay = RelayProcess::start(&cfg, b.dir.path());
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let r = client
@@ -123,7 +158,11 @@ async fn sigterm_shuts_down_cleanly(b: Backend) {
     .await
     .unwrap();
     assert_eq!(code.0, Some(0), "log:\n{}", code.1);
-    assert!(code.1.contains("released unfinished deliveries"), "log:\n{}", code.1);
+    assert!(
+        code.1.contains("released unfinished deliveries"),
+        "log:\n{}",
+        code.1
+    );
     // The released delivery is pending again, due now: a new relay sends it.
     let relay = RelayProcess::start(&cfg, b.dir.path());
     sink.wait_for(2, Duration::from_secs(10)).await;

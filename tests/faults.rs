@@ -15,12 +15,16 @@ use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-both_stores!(crash_loop_ten_sigkills_under_load, flapping_sinks_recover_with_nothing_dead);
+both_stores!(
+    crash_loop_ten_sigkills_under_load,
+    flapping_sinks_recover_with_nothing_dead
+);
 
 fn tally(sink: &TestSink) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in sink.received() {
-        *m.entry(r.header("x-hookrelay-message").to_string()).or_default() += 1;
+        *m.entry(r.header("x-hookrelay-message").to_string())
+            .or_default() += 1;
     }
     m
 }
@@ -28,27 +32,51 @@ fn tally(sink: &TestSink) -> HashMap<String, usize> {
 async fn crash_loop_ten_sigkills_under_load(b: Backend) {
     let sink = TestSink::start().await;
     // A short attempt timeout keeps Postgres lease takeovers short.
-    let cfg = write_config(b.dir.path(), &config_text(&b.url, &http_sink("out", &sink, "timeout = \"1s\"")));
+    let cfg = write_config(
+        b.dir.path(),
+        &config_text(&b.url, &http_sink("out", &sink, "timeout = \"1s\"")),
+    );
     let relay = Arc::new(Mutex::new(RelayProcess::start(&cfg, b.dir.path())));
-    let url = Arc::new(Mutex::new(format!("{}/hooks/portal", relay.lock().unwrap().ingress)));
+    let url = Arc::new(Mutex::new(format!(
+        "{}/hooks/portal",
+        relay.lock().unwrap().ingress
+    )));
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
     let acked: Arc<Mutex<HashSet<String>>> = Default::default();
     let failed = Arc::new(AtomicUsize::new(0));
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut senders = Vec::new();
     for _ in 0..8 {
-        let (client, url, stop, next, acked, failed) =
-            (client.clone(), url.clone(), stop.clone(), next.clone(), acked.clone(), failed.clone());
+        let (client, url, stop, next, acked, failed) = (
+            client.clone(),
+            url.clone(),
+            stop.clone(),
+            next.clone(),
+            acked.clone(),
+            failed.clone(),
+        );
         senders.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let u = url.lock().unwrap().clone();
-                let r = client.post(u).header("secret", PORTAL_SECRET).body(unique_portal(n)).send().await;
+                let r = client
+                    .post(u)
+                    .header("secret", PORTAL_SECRET)
+                    .body(unique_portal(n))
+                    .send()
+                    .await;
                 match r {
                     Ok(r) if r.status() == 200 => {
                         let v: Value = r.json().await.unwrap();
-                        acked.lock().unwrap().insert(v["message_id"].as_str().unwrap().to_string());
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(v["message_id"].as_str().unwrap().to_string());
                     }
                     _ => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -84,10 +112,14 @@ async fn crash_loop_ten_sigkills_under_load(b: Backend) {
     let acked = acked.lock().unwrap().clone();
     let sent = next.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
-    eventually(Duration::from_secs(120), "every acknowledged message delivered", || async {
-        let t = tally(&sink);
-        acked.iter().all(|m| t.contains_key(m))
-    })
+    eventually(
+        Duration::from_secs(120),
+        "every acknowledged message delivered",
+        || async {
+            let t = tally(&sink);
+            acked.iter().all(|m| t.contains_key(m))
+        },
+    )
     .await;
     let t = tally(&sink);
     let dups: usize = t.values().map(|n| n - 1).sum();
@@ -101,7 +133,10 @@ async fn crash_loop_ten_sigkills_under_load(b: Backend) {
         t.len()
     );
     assert_eq!(lost, 0);
-    assert!(unacked <= failed, "only requests whose answer was lost may be delivered unacknowledged");
+    assert!(
+        unacked <= failed,
+        "only requests whose answer was lost may be delivered unacknowledged"
+    );
     assert!(acked.len() > 100, "the load kept flowing between kills");
 }
 
@@ -142,7 +177,11 @@ async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
             let len: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
                 let n = s.read(&mut chunk).await.ok()?;
@@ -161,19 +200,31 @@ impl FlappingSink {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", l.local_addr().unwrap());
         let delivered: Arc<Mutex<Vec<String>>> = Default::default();
-        let script = Arc::new(Mutex::new(faults.into_iter().collect::<std::collections::VecDeque<_>>()));
+        let script = Arc::new(Mutex::new(
+            faults
+                .into_iter()
+                .collect::<std::collections::VecDeque<_>>(),
+        ));
         let d = delivered.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let (script, d) = (script.clone(), d.clone());
                 tokio::spawn(async move {
                     // One request per connection keeps faults per request.
-                    let Some((head, _body)) = read_request(&mut s).await else { return };
+                    let Some((head, _body)) = read_request(&mut s).await else {
+                        return;
+                    };
                     let fault = script.lock().unwrap().pop_front().unwrap_or(Fault::Ok);
                     let msg = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-hookrelay-message:").map(|v| v.trim().to_string()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("x-hookrelay-message:")
+                                .map(|v| v.trim().to_string())
+                        })
                         .unwrap_or_default();
                     let answer: &[u8] = match fault {
                         Fault::Ok => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
@@ -204,8 +255,13 @@ impl FlappingSink {
 
 /// A TLS endpoint whose first `bad` connections fail the handshake (it
 /// answers with bytes that are not TLS), then serves HTTPS properly.
-async fn flaky_tls_sink(dir: &std::path::Path, bad: usize) -> (String, std::path::PathBuf, Arc<AtomicUsize>) {
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+async fn flaky_tls_sink(
+    dir: &std::path::Path,
+    bad: usize,
+) -> (String, std::path::PathBuf, Arc<AtomicUsize>) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
     let ca = dir.join("flaky-ca.pem");
     std::fs::write(&ca, ck.cert.pem()).unwrap();
     let certs = vec![ck.cert.der().clone()];
@@ -225,7 +281,9 @@ async fn flaky_tls_sink(dir: &std::path::Path, bad: usize) -> (String, std::path
     tokio::spawn(async move {
         let mut seen = 0;
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             seen += 1;
             if seen <= bad {
                 let _ = s.write_all(b"this is not a TLS server hello\r\n").await;
@@ -233,18 +291,26 @@ async fn flaky_tls_sink(dir: &std::path::Path, bad: usize) -> (String, std::path
             }
             let (acceptor, okc) = (acceptor.clone(), okc.clone());
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(s).await else { return };
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
                 let mut buf = vec![0u8; 65536];
                 let mut got = Vec::new();
                 while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let Ok(n) = tls.read(&mut buf).await else { return };
+                    let Ok(n) = tls.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
                     got.extend_from_slice(&buf[..n]);
                 }
                 okc.fetch_add(1, Ordering::Relaxed);
-                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
                 let _ = tls.shutdown().await;
             });
         }
@@ -254,7 +320,20 @@ async fn flaky_tls_sink(dir: &std::path::Path, bad: usize) -> (String, std::path
 
 async fn flapping_sinks_recover_with_nothing_dead(b: Backend) {
     use Fault::*;
-    let faults = vec![Status500, TooMany, ResetBeforeAnswer, Slow, ResetMidAnswer, Status500, TooMany, ResetBeforeAnswer, Slow, Status500, ResetMidAnswer, Status500];
+    let faults = vec![
+        Status500,
+        TooMany,
+        ResetBeforeAnswer,
+        Slow,
+        ResetMidAnswer,
+        Status500,
+        TooMany,
+        ResetBeforeAnswer,
+        Slow,
+        Status500,
+        ResetMidAnswer,
+        Status500,
+    ];
     let n_faults = faults.len();
     let flappy = FlappingSink::start(faults).await;
     let (tls_url, ca, tls_ok) = flaky_tls_sink(b.dir.path(), 4).await;
@@ -288,13 +367,23 @@ max_attempts = 30
     for n in 0..8 {
         let r = app.post_portal(&unique_portal(n)).await;
         assert_eq!(r.status(), 200);
-        ids.push(r.json::<Value>().await.unwrap()["message_id"].as_str().unwrap().to_string());
+        ids.push(
+            r.json::<Value>().await.unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
-    eventually(Duration::from_secs(60), "all 16 deliveries delivered", || async {
-        app.deliveries("status=delivered").await.len() == 16
-    })
+    eventually(
+        Duration::from_secs(60),
+        "all 16 deliveries delivered",
+        || async { app.deliveries("status=delivered").await.len() == 16 },
+    )
     .await;
-    assert!(app.deliveries("status=dead").await.is_empty(), "nothing dead that should not be");
+    assert!(
+        app.deliveries("status=dead").await.is_empty(),
+        "nothing dead that should not be"
+    );
     assert_eq!(tls_ok.load(Ordering::Relaxed), 8);
     let got: HashSet<String> = flappy.delivered.lock().unwrap().iter().cloned().collect();
     assert!(ids.iter().all(|i| got.contains(i)));
@@ -305,14 +394,20 @@ max_attempts = 30
     let mut failures_seen = 0;
     let mut errors: Vec<String> = Vec::new();
     for id in &ids {
-        let m: Value = app.admin_get(&format!("/api/v1/messages/{id}")).await.json().await.unwrap();
+        let m: Value = app
+            .admin_get(&format!("/api/v1/messages/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         for d in m["deliveries"].as_array().unwrap() {
             let log = d["attempts_log"].as_array().unwrap();
             for w in log.windows(2) {
                 let (a, next) = (&w[0], &w[1]);
                 let n = a["attempt"].as_i64().unwrap() as u32;
                 let cap = (100u64 << (n - 1)).min(400) as i64;
-                let earliest = a["started_at"].as_i64().unwrap() + a["duration_ms"].as_i64().unwrap() + cap;
+                let earliest =
+                    a["started_at"].as_i64().unwrap() + a["duration_ms"].as_i64().unwrap() + cap;
                 assert!(
                     next["started_at"].as_i64().unwrap() >= earliest - 5,
                     "attempt {} came too early: {a} then {next}",
@@ -338,19 +433,32 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
     let mnt = tmp.path().join("small");
     std::fs::create_dir_all(&mnt).unwrap();
     let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs", mnt.to_str().unwrap()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=3m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
-        assert!(std::env::var("CI").is_err(), "CI runs as root and must be able to mount a tmpfs");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root and must be able to mount a tmpfs"
+        );
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
         return;
     }
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _guard = Unmount(mnt.clone());
@@ -365,7 +473,12 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
     for n in 0..20 {
         let r = app.post_portal(&unique_portal(n)).await;
         assert_eq!(r.status(), 200);
-        acked.insert(r.json::<Value>().await.unwrap()["message_id"].as_str().unwrap().to_string());
+        acked.insert(
+            r.json::<Value>().await.unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     // Fill the file system.
     let filler = mnt.join("filler");
@@ -388,7 +501,12 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
         n += 1;
         match r.status().as_u16() {
             200 => {
-                acked.insert(r.json::<Value>().await.unwrap()["message_id"].as_str().unwrap().to_string());
+                acked.insert(
+                    r.json::<Value>().await.unwrap()["message_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                );
             }
             503 => {
                 assert_eq!(r.headers()["retry-after"], "5");
@@ -403,17 +521,36 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
     for k in 0..10 {
         let r = app.post_portal(&unique_portal(1000 + k)).await;
         assert_eq!(r.status(), 200, "after space returned");
-        acked.insert(r.json::<Value>().await.unwrap()["message_id"].as_str().unwrap().to_string());
+        acked.insert(
+            r.json::<Value>().await.unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
-    eventually(Duration::from_secs(30), "everything acknowledged delivered", || async {
-        let seen: HashSet<String> = sink.received().iter().map(|r| r.header("x-hookrelay-message").to_string()).collect();
-        acked.is_subset(&seen)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "everything acknowledged delivered",
+        || async {
+            let seen: HashSet<String> = sink
+                .received()
+                .iter()
+                .map(|r| r.header("x-hookrelay-message").to_string())
+                .collect();
+            acked.is_subset(&seen)
+        },
+    )
     .await;
     // Through a fresh connection: what is really in the file.
-    assert_eq!(count_rows(&app.backend, "messages").await as usize, acked.len());
+    assert_eq!(
+        count_rows(&app.backend, "messages").await as usize,
+        acked.len()
+    );
     let pool = sqlx::SqlitePool::connect(&app.backend.url).await.unwrap();
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(check, "ok");
     eprintln!("RELIABILITY full-disk sqlite: acknowledged {}, refused {refused}, delivered all, integrity_check ok", acked.len());
     pool.close().await;

@@ -57,7 +57,8 @@ async fn portal_secret_header_accepts_every_portal_fixture(b: Backend) {
         assert_eq!(v["deliveries"], 1, "{f}");
         assert!(v["message_id"].as_str().unwrap().len() >= 32);
     }
-    sink.wait_for(PORTAL_FIXTURES.len(), Duration::from_secs(10)).await;
+    sink.wait_for(PORTAL_FIXTURES.len(), Duration::from_secs(10))
+        .await;
     app.stop().await;
 }
 
@@ -66,12 +67,19 @@ async fn portal_secret_in_body_is_accepted_and_never_forwarded(b: Backend) {
     let mut doc: Value = serde_json::from_slice(&fixture("portal-item-share.json")).unwrap();
     doc["info"]["secret"] = Value::from(PORTAL_SECRET);
     let r = app
-        .post("portal", serde_json::to_vec(&doc).unwrap(), &[("content-type", "application/json")])
+        .post(
+            "portal",
+            serde_json::to_vec(&doc).unwrap(),
+            &[("content-type", "application/json")],
+        )
         .await;
     assert_eq!(r.status(), 200);
     let got = sink.wait_for(1, Duration::from_secs(10)).await;
     let body = String::from_utf8(got[0].body.to_vec()).unwrap();
-    assert!(!body.contains(PORTAL_SECRET), "inbound secret leaked to the sink: {body}");
+    assert!(
+        !body.contains(PORTAL_SECRET),
+        "inbound secret leaked to the sink: {body}"
+    );
     assert!(!body.contains("\"secret\""), "{body}");
     let fwd: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(fwd["events"], doc["events"]);
@@ -94,26 +102,50 @@ async fn portal_without_or_with_wrong_secret_is_refused_and_not_stored(b: Backen
     let ct = ("content-type", "application/json");
 
     let (s, v) = json(app.post("portal", body.clone(), &[ct]).await).await;
-    assert_eq!((s, v["error"].as_str()), (401, Some("missing_secret")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("missing_secret")),
+        "{v}"
+    );
 
-    let (s, v) = json(app.post("portal", body.clone(), &[ct, ("secret", "guess")]).await).await;
+    let (s, v) = json(
+        app.post("portal", body.clone(), &[ct, ("secret", "guess")])
+            .await,
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (401, Some("bad_secret")), "{v}");
     assert!(!v.to_string().contains(PORTAL_SECRET));
 
     let mut doc: Value = serde_json::from_slice(&body).unwrap();
     doc["info"]["secret"] = Value::from(12345);
-    let (s, v) = json(app.post("portal", serde_json::to_vec(&doc).unwrap(), &[ct]).await).await;
-    assert_eq!((s, v["error"].as_str()), (401, Some("bad_secret")), "wrong-type info.secret: {v}");
+    let (s, v) = json(
+        app.post("portal", serde_json::to_vec(&doc).unwrap(), &[ct])
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("bad_secret")),
+        "wrong-type info.secret: {v}"
+    );
 
     doc["info"]["secret"] = Value::from("nearly-right");
-    let (s, _) = json(app.post("portal", serde_json::to_vec(&doc).unwrap(), &[ct]).await).await;
+    let (s, _) = json(
+        app.post("portal", serde_json::to_vec(&doc).unwrap(), &[ct])
+            .await,
+    )
+    .await;
     assert_eq!(s, 401);
 
     // An unauthenticated caller learns nothing about the body.
     let (s, v) = json(app.post("portal", "not json", &[ct]).await).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("missing_secret")));
     // An authenticated one is told it is not JSON.
-    let (s, v) = json(app.post("portal", "not json", &[ct, ("secret", PORTAL_SECRET)]).await).await;
+    let (s, v) = json(
+        app.post("portal", "not json", &[ct, ("secret", PORTAL_SECRET)])
+            .await,
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_payload")));
 
     assert_eq!(count_rows(&app.backend, "messages").await, 0);
@@ -127,19 +159,28 @@ async fn service_signature_in_every_encoding_is_accepted(b: Backend) {
     let mac = hmac(SERVER_KEY, &body);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&mac);
     let hexd = hex::encode(&mac);
-    let pct = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let pct = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
     let variants = [
         ("x-esriHook-Signature", format!("sha256={b64}")),
         ("x-esrihook-signature", b64.clone()),
         ("X-ESRIHOOK-SIGNATURE", hexd.clone()),
         ("x-esriHook-Signature", format!("sha256={hexd}")),
         ("x-esriHook-Signature", pct(&format!("sha256={b64}"))),
-        ("x-esriHook-Signature", esri_signature(PREVIOUS_SERVER_KEY, &body)),
+        (
+            "x-esriHook-Signature",
+            esri_signature(PREVIOUS_SERVER_KEY, &body),
+        ),
     ];
     for (name, value) in variants {
         let (s, v) = json(
-            app.post("server", body.clone(), &[("content-type", "application/json"), (name, &value)])
-                .await,
+            app.post(
+                "server",
+                body.clone(),
+                &[("content-type", "application/json"), (name, &value)],
+            )
+            .await,
         )
         .await;
         assert_eq!(s, 200, "{name}: {value}: {v}");
@@ -155,18 +196,46 @@ async fn service_bad_or_missing_signature_is_refused(b: Backend) {
     let (s, v) = json(app.post("server", body.clone(), &[ct]).await).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("missing_signature")));
     let wrong = esri_signature("not-the-key", &body);
-    let (s, v) = json(app.post("server", body.clone(), &[ct, ("x-esriHook-Signature", &wrong)]).await).await;
+    let (s, v) = json(
+        app.post(
+            "server",
+            body.clone(),
+            &[ct, ("x-esriHook-Signature", &wrong)],
+        )
+        .await,
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (401, Some("bad_signature")));
-    let (s, v) = json(app.post("server", body.clone(), &[ct, ("x-esriHook-Signature", "sha256=zzz")]).await).await;
+    let (s, v) = json(
+        app.post(
+            "server",
+            body.clone(),
+            &[ct, ("x-esriHook-Signature", "sha256=zzz")],
+        )
+        .await,
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (401, Some("bad_signature")));
     let huge = "A".repeat(100_000);
-    let (s, _) = json(app.post("server", body.clone(), &[ct, ("x-esriHook-Signature", &huge)]).await).await;
+    let (s, _) = json(
+        app.post(
+            "server",
+            body.clone(),
+            &[ct, ("x-esriHook-Signature", &huge)],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 401);
     // Signed body, tampered afterwards.
     let good = esri_signature(SERVER_KEY, &body);
     let mut tampered = body.clone();
     tampered.extend_from_slice(b" ");
-    let (s, _) = json(app.post("server", tampered, &[ct, ("x-esriHook-Signature", &good)]).await).await;
+    let (s, _) = json(
+        app.post("server", tampered, &[ct, ("x-esriHook-Signature", &good)])
+            .await,
+    )
+    .await;
     assert_eq!(s, 401);
     assert_eq!(count_rows(&app.backend, "messages").await, 0);
     app.stop().await;
@@ -179,13 +248,33 @@ async fn pretty_printed_body_is_verified_on_raw_bytes(b: Backend) {
     let ct = ("content-type", "application/json");
     // A signature over re-serialised JSON does not verify the raw bytes.
     let over_compact = esri_signature(SERVER_KEY, &compact);
-    let (s, _) = json(app.post("server", pretty.clone(), &[ct, ("x-esriHook-Signature", &over_compact)]).await).await;
+    let (s, _) = json(
+        app.post(
+            "server",
+            pretty.clone(),
+            &[ct, ("x-esriHook-Signature", &over_compact)],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 401);
     let over_raw = esri_signature(SERVER_KEY, &pretty);
-    let (s, _) = json(app.post("server", pretty.clone(), &[ct, ("x-esriHook-Signature", &over_raw)]).await).await;
+    let (s, _) = json(
+        app.post(
+            "server",
+            pretty.clone(),
+            &[ct, ("x-esriHook-Signature", &over_raw)],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 200);
     let got = sink.wait_for(1, Duration::from_secs(10)).await;
-    assert_eq!(got[0].body.as_ref(), pretty.as_slice(), "forwarded byte-for-byte");
+    assert_eq!(
+        got[0].body.as_ref(),
+        pretty.as_slice(),
+        "forwarded byte-for-byte"
+    );
     app.stop().await;
 }
 
@@ -196,11 +285,21 @@ async fn form_encoded_payload_with_signature_in_header_or_field(b: Backend) {
     let value = &form["payload=".len()..];
     let sig = esri_signature(SERVER_KEY, value);
     let ct = ("content-type", "application/x-www-form-urlencoded");
-    let (s, v) = json(app.post("server", form.clone(), &[ct, ("x-esriHook-Signature", &sig)]).await).await;
+    let (s, v) = json(
+        app.post(
+            "server",
+            form.clone(),
+            &[ct, ("x-esriHook-Signature", &sig)],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
 
     // The signature as a form field; a different body so it is not a duplicate.
-    let doc = String::from_utf8(form.clone()).unwrap().replace("1629325549649", "1629325549650");
+    let doc = String::from_utf8(form.clone())
+        .unwrap()
+        .replace("1629325549649", "1629325549650");
     let value = &doc.as_bytes()["payload=".len()..];
     let sig = esri_signature(SERVER_KEY, value);
     let with_field = format!(
@@ -212,17 +311,39 @@ async fn form_encoded_payload_with_signature_in_header_or_field(b: Backend) {
 
     // Signed over the decoded JSON instead of the raw value: refused.
     let decoded = fixture("online-hosted-layer.json");
-    let wrong = esri_signature(SERVER_KEY, &serde_json::to_vec(&serde_json::from_slice::<Value>(&decoded).unwrap()).unwrap());
-    let (s, _) = json(app.post("server", form.clone(), &[ct, ("x-esriHook-Signature", &wrong)]).await).await;
+    let wrong = esri_signature(
+        SERVER_KEY,
+        &serde_json::to_vec(&serde_json::from_slice::<Value>(&decoded).unwrap()).unwrap(),
+    );
+    let (s, _) = json(
+        app.post(
+            "server",
+            form.clone(),
+            &[ct, ("x-esriHook-Signature", &wrong)],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 401);
 
     // Two payload fields: refused as invalid.
     let twice = format!("{}&payload=x", String::from_utf8(form.clone()).unwrap());
-    let (s, v) = json(app.post("server", twice, &[ct, ("x-esriHook-Signature", &sig)]).await).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_payload")), "{v}");
+    let (s, v) = json(
+        app.post("server", twice, &[ct, ("x-esriHook-Signature", &sig)])
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_payload")),
+        "{v}"
+    );
 
     let got = sink.wait_for(2, Duration::from_secs(10)).await;
-    assert_eq!(got[0].header("content-type"), "application/x-www-form-urlencoded");
+    assert_eq!(
+        got[0].header("content-type"),
+        "application/x-www-form-urlencoded"
+    );
     assert_eq!(got[0].body.as_ref(), form.as_slice());
     app.stop().await;
 }
@@ -231,11 +352,30 @@ async fn online_hosted_layer_array_is_accepted(b: Backend) {
     let (app, _sink) = app_with_sink(b).await;
     let body = fixture("online-hosted-layer.json");
     let sig = esri_signature(SERVER_KEY, &body);
-    let (s, v) = json(app.post("server", body, &[("content-type", "application/json"), ("x-esriHook-Signature", &sig)]).await).await;
+    let (s, v) = json(
+        app.post(
+            "server",
+            body,
+            &[
+                ("content-type", "application/json"),
+                ("x-esriHook-Signature", &sig),
+            ],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let mid = v["message_id"].as_str().unwrap();
-    let m: Value = app.admin_get(&format!("/api/v1/messages/{mid}")).await.json().await.unwrap();
-    assert_eq!(m["events"][0]["uri"], "/services/myService.FeatureServer/FeaturesCreated");
+    let m: Value = app
+        .admin_get(&format!("/api/v1/messages/{mid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        m["events"][0]["uri"],
+        "/services/myService.FeatureServer/FeaturesCreated"
+    );
     assert_eq!(m["events"][0]["operation"], "FeaturesCreated");
     app.stop().await;
 }
@@ -245,45 +385,100 @@ async fn hmac_source_accepts_github_style_and_generic_json(b: Backend) {
     let body = br#"{"action":"opened","number":7}"#.to_vec();
     let sig = format!("sha256={}", hex::encode(hmac(HMAC_SECRET, &body)));
     let ct = ("content-type", "application/json");
-    let (s, v) = json(app.post("github", body.clone(), &[ct, ("x-hub-signature-256", &sig)]).await).await;
+    let (s, v) = json(
+        app.post("github", body.clone(), &[ct, ("x-hub-signature-256", &sig)])
+            .await,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = json(app.post("github", body.clone(), &[ct]).await).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("missing_signature")));
     let bare = hex::encode(hmac(HMAC_SECRET, &body));
-    let (s, _) = json(app.post("github", body.clone(), &[ct, ("x-hub-signature-256", &bare)]).await).await;
+    let (s, _) = json(
+        app.post(
+            "github",
+            body.clone(),
+            &[ct, ("x-hub-signature-256", &bare)],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 401, "the configured prefix is required");
     let garbage = b"[1,".to_vec();
     let sig = format!("sha256={}", hex::encode(hmac(HMAC_SECRET, &garbage)));
-    let (s, v) = json(app.post("github", garbage, &[ct, ("x-hub-signature-256", &sig)]).await).await;
+    let (s, v) = json(
+        app.post("github", garbage, &[ct, ("x-hub-signature-256", &sig)])
+            .await,
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_payload")));
     app.stop().await;
 }
 
 async fn crc_challenge_and_plain_get(b: Backend) {
     let (app, _sink) = app_with_sink(b).await;
-    let r = app.client.get(format!("{}/hooks/server?crc_token=challenge-123", app.ingress)).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!(
+            "{}/hooks/server?crc_token=challenge-123",
+            app.ingress
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     let want = esri_signature(SERVER_KEY, b"challenge-123");
     assert_eq!(v["response_token"], want);
-    let r = app.client.get(format!("{}/hooks/portal", app.ingress)).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/hooks/portal", app.ingress))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = app.client.get(format!("{}/hooks/nope", app.ingress)).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/hooks/nope", app.ingress))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     app.stop().await;
 }
 
 async fn unknown_source_and_paths(b: Backend) {
     let (app, _sink) = app_with_sink(b).await;
-    let (s, v) = json(app.post("nope", fixture("portal-group-update.json"), &[]).await).await;
+    let (s, v) = json(
+        app.post("nope", fixture("portal-group-update.json"), &[])
+            .await,
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (404, Some("unknown_source")));
-    for path in ["/hooks/..%2Fadmin", "/api/v1/sinks", "/metrics", "/healthz", "/hooks/", "/"] {
-        let r = app.client.post(format!("{}{path}", app.ingress)).send().await.unwrap();
+    for path in [
+        "/hooks/..%2Fadmin",
+        "/api/v1/sinks",
+        "/metrics",
+        "/healthz",
+        "/hooks/",
+        "/",
+    ] {
+        let r = app
+            .client
+            .post(format!("{}{path}", app.ingress))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404, "{path}");
         let v: Value = r.json().await.unwrap();
         assert!(v["error"].is_string(), "{path}: {v}");
     }
-    let r = app.client.put(format!("{}/hooks/portal", app.ingress)).send().await.unwrap();
+    let r = app
+        .client
+        .put(format!("{}/hooks/portal", app.ingress))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     app.stop().await;
 }
@@ -303,13 +498,30 @@ async fn invalid_payloads_are_400(b: Backend) {
     ];
     for body in cases {
         let sig = esri_signature(SERVER_KEY, body);
-        let (s, v) = json(app.post("server", body.to_vec(), &[ct, ("x-esriHook-Signature", &sig)]).await).await;
-        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_payload")), "{:?}: {v}", String::from_utf8_lossy(body));
+        let (s, v) = json(
+            app.post(
+                "server",
+                body.to_vec(),
+                &[ct, ("x-esriHook-Signature", &sig)],
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (400, Some("invalid_payload")),
+            "{:?}: {v}",
+            String::from_utf8_lossy(body)
+        );
         assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     let sig = esri_signature(SERVER_KEY, deep.as_bytes());
-    let (s, _) = json(app.post("server", deep, &[ct, ("x-esriHook-Signature", &sig)]).await).await;
+    let (s, _) = json(
+        app.post("server", deep, &[ct, ("x-esriHook-Signature", &sig)])
+            .await,
+    )
+    .await;
     assert_eq!(s, 400);
     assert_eq!(count_rows(&app.backend, "messages").await, 0);
     app.stop().await;
@@ -331,8 +543,22 @@ async fn too_large_is_413_and_unsupported_type_is_415(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    let (s, v) = json(app.post("portal", fixture("portal-group-update.json"), &[("content-type", "application/xml"), ("secret", PORTAL_SECRET)]).await).await;
-    assert_eq!((s, v["error"].as_str()), (415, Some("unsupported_media_type")));
+    let (s, v) = json(
+        app.post(
+            "portal",
+            fixture("portal-group-update.json"),
+            &[
+                ("content-type", "application/xml"),
+                ("secret", PORTAL_SECRET),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
     assert_eq!(count_rows(&app.backend, "messages").await, 0);
     app.stop().await;
 }
@@ -366,7 +592,11 @@ async fn store_failure_answers_503_then_recovers(b: Backend) {
     assert_eq!(v["error"], "unavailable");
     exec_sql(&app.backend, "ALTER TABLE messages_gone RENAME TO messages").await;
     let r = app.post_portal(&fixture("portal-item-share.json")).await;
-    assert_eq!(r.status(), 200, "nothing was stored by the failed request, so this is not a duplicate");
+    assert_eq!(
+        r.status(),
+        200,
+        "nothing was stored by the failed request, so this is not a duplicate"
+    );
     let v: Value = r.json().await.unwrap();
     assert!(v.get("duplicate").is_none());
     app.stop().await;
@@ -380,14 +610,27 @@ async fn slow_client_does_not_block_others(b: Backend) {
     slow.write_all(b"POST /hooks/portal HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nsecret: portal-secret-1\r\ncontent-length: 1000\r\n\r\n{\"info\":{}").await.unwrap();
     // A client that never finishes its headers.
     let mut slower = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slower.write_all(b"POST /hooks/portal HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    slower
+        .write_all(b"POST /hooks/portal HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     let r = app.post_portal(&fixture("portal-user-role.json")).await;
     assert_eq!(r.status(), 200, "served while others dawdle");
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the slow body is cut off by the body read timeout");
-    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&buf));
+    assert!(
+        read.is_ok(),
+        "the slow body is cut off by the body read timeout"
+    );
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     let read = tokio::time::timeout(Duration::from_secs(5), slower.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the slow header is cut off by the header read timeout");
+    assert!(
+        read.is_ok(),
+        "the slow header is cut off by the header read timeout"
+    );
     app.stop().await;
 }

@@ -33,16 +33,30 @@ async fn pg_backend() -> Option<Backend> {
 /// Posts `total` unique payloads from 16 senders, spread over the relays
 /// whose URLs are in `targets` (a target may be swapped while running).
 /// Returns the acknowledged message ids and the number of failed requests.
-async fn send_all(targets: Arc<Mutex<Vec<String>>>, total: usize, on_progress: impl Fn(usize) + Send + Sync + 'static) -> (HashSet<String>, usize) {
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+async fn send_all(
+    targets: Arc<Mutex<Vec<String>>>,
+    total: usize,
+    on_progress: impl Fn(usize) + Send + Sync + 'static,
+) -> (HashSet<String>, usize) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let next = Arc::new(Mutex::new(0usize));
     let acked: Arc<Mutex<HashSet<String>>> = Default::default();
     let failed = Arc::new(Mutex::new(0usize));
     let on_progress = Arc::new(on_progress);
     let mut tasks = Vec::new();
     for s in 0..16 {
-        let (client, next, acked, failed, targets, on_progress) =
-            (client.clone(), next.clone(), acked.clone(), failed.clone(), targets.clone(), on_progress.clone());
+        let (client, next, acked, failed, targets, on_progress) = (
+            client.clone(),
+            next.clone(),
+            acked.clone(),
+            failed.clone(),
+            targets.clone(),
+            on_progress.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let n = {
@@ -90,7 +104,8 @@ async fn send_all(targets: Arc<Mutex<Vec<String>>>, total: usize, on_progress: i
 fn tally(sink: &TestSink) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in sink.received() {
-        *m.entry(r.header("x-hookrelay-message").to_string()).or_default() += 1;
+        *m.entry(r.header("x-hookrelay-message").to_string())
+            .or_default() += 1;
     }
     m
 }
@@ -99,7 +114,10 @@ fn tally(sink: &TestSink) -> HashMap<String, usize> {
 async fn two_relays_share_the_work_without_double_claims() {
     let Some(b) = pg_backend().await else { return };
     let sink = TestSink::start().await;
-    let cfg = write_config(b.dir.path(), &config_text(&b.url, &http_sink("out", &sink, "concurrency = 4")));
+    let cfg = write_config(
+        b.dir.path(),
+        &config_text(&b.url, &http_sink("out", &sink, "concurrency = 4")),
+    );
     let r1 = RelayProcess::start(&cfg, b.dir.path());
     let r2 = RelayProcess::start(&cfg, b.dir.path());
     let targets = Arc::new(Mutex::new(vec![r1.ingress.clone(), r2.ingress.clone()]));
@@ -112,7 +130,10 @@ async fn two_relays_share_the_work_without_double_claims() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = tally(&sink);
     let dups: usize = t.values().map(|n| n - 1).sum();
-    eprintln!("two relays, normal operation: 600 acknowledged, {} delivered, {dups} duplicates", t.len());
+    eprintln!(
+        "two relays, normal operation: 600 acknowledged, {} delivered, {dups} duplicates",
+        t.len()
+    );
     assert_eq!(dups, 0, "no double claims in normal operation");
 }
 
@@ -121,11 +142,17 @@ async fn sigkill_of_one_relay_hands_its_leases_to_the_other() {
     let Some(b) = pg_backend().await else { return };
     let sink = TestSink::start().await;
     // A short timeout keeps the lease (and so the takeover) short.
-    let cfg = write_config(b.dir.path(), &config_text(&b.url, &http_sink("out", &sink, "timeout = \"1s\"")));
+    let cfg = write_config(
+        b.dir.path(),
+        &config_text(&b.url, &http_sink("out", &sink, "timeout = \"1s\"")),
+    );
     let r1 = Arc::new(Mutex::new(RelayProcess::start(&cfg, b.dir.path())));
     let r2 = RelayProcess::start(&cfg, b.dir.path());
     let survivor = r2.ingress.clone();
-    let targets = Arc::new(Mutex::new(vec![r1.lock().unwrap().ingress.clone(), r2.ingress.clone()]));
+    let targets = Arc::new(Mutex::new(vec![
+        r1.lock().unwrap().ingress.clone(),
+        r2.ingress.clone(),
+    ]));
     let (t2, k1) = (targets.clone(), r1.clone());
     let killed = Arc::new(Mutex::new(false));
     let kflag = killed.clone();
@@ -139,10 +166,14 @@ async fn sigkill_of_one_relay_hands_its_leases_to_the_other() {
     })
     .await;
     assert!(*killed.lock().unwrap());
-    eventually(Duration::from_secs(90), "every acknowledged message delivered", || async {
-        let t = tally(&sink);
-        acked.iter().all(|m| t.contains_key(m))
-    })
+    eventually(
+        Duration::from_secs(90),
+        "every acknowledged message delivered",
+        || async {
+            let t = tally(&sink);
+            acked.iter().all(|m| t.contains_key(m))
+        },
+    )
     .await;
     let t = tally(&sink);
     let dups: usize = t.values().map(|n| n - 1).sum();
@@ -162,7 +193,10 @@ async fn sigkill_of_one_relay_hands_its_leases_to_the_other() {
 async fn dedupe_holds_across_processes() {
     let Some(b) = pg_backend().await else { return };
     let sink = TestSink::start().await;
-    let cfg = write_config(b.dir.path(), &config_text(&b.url, &http_sink("out", &sink, "")));
+    let cfg = write_config(
+        b.dir.path(),
+        &config_text(&b.url, &http_sink("out", &sink, "")),
+    );
     let r1 = RelayProcess::start(&cfg, b.dir.path());
     let r2 = RelayProcess::start(&cfg, b.dir.path());
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -170,10 +204,19 @@ async fn dedupe_holds_across_processes() {
         let body = unique_portal(10_000 + round);
         let mut reqs = Vec::new();
         for i in 0..6 {
-            let url = format!("{}/hooks/portal", if i % 2 == 0 { &r1.ingress } else { &r2.ingress });
+            let url = format!(
+                "{}/hooks/portal",
+                if i % 2 == 0 { &r1.ingress } else { &r2.ingress }
+            );
             let (c, body) = (client.clone(), body.clone());
             reqs.push(tokio::spawn(async move {
-                let r = c.post(url).header("secret", PORTAL_SECRET).body(body).send().await.unwrap();
+                let r = c
+                    .post(url)
+                    .header("secret", PORTAL_SECRET)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
                 r.json::<Value>().await.unwrap()
             }));
@@ -187,7 +230,10 @@ async fn dedupe_holds_across_processes() {
                 accepted += 1;
             }
         }
-        assert_eq!(accepted, 1, "round {round}: exactly one of six concurrent re-sends is new");
+        assert_eq!(
+            accepted, 1,
+            "round {round}: exactly one of six concurrent re-sends is new"
+        );
         assert_eq!(ids.len(), 1, "duplicates name the first message");
     }
     sink.wait_for(10, Duration::from_secs(20)).await;
@@ -204,7 +250,11 @@ struct PgServer {
 
 impl PgServer {
     fn start(parent: &Path) -> Option<PgServer> {
-        let version = std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok()).map(|e| e.path()).max()?;
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .max()?;
         let bin = version.join("bin");
         if !bin.join("initdb").exists() {
             return None;
@@ -212,10 +262,24 @@ impl PgServer {
         let dir = parent.join("pgdata");
         std::fs::create_dir_all(&dir).unwrap();
         // Postgres refuses to run as root: hand the directory to `postgres`.
-        let _ = Command::new("chown").args(["-R", "postgres", parent.to_str().unwrap()]).status();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres", parent.to_str().unwrap()])
+            .status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let s = PgServer { dir, port, bin };
-        let ok = s.as_postgres(&[s.bin.join("initdb").to_str().unwrap(), "-D", s.dir.to_str().unwrap(), "-A", "trust", "-U", "postgres"]);
+        let ok = s.as_postgres(&[
+            s.bin.join("initdb").to_str().unwrap(),
+            "-D",
+            s.dir.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
         if !ok {
             return None;
         }
@@ -224,20 +288,44 @@ impl PgServer {
     }
 
     fn as_postgres(&self, args: &[&str]) -> bool {
-        let out = Command::new("runuser").arg("-u").arg("postgres").arg("--").args(args).output();
+        let out = Command::new("runuser")
+            .arg("-u")
+            .arg("postgres")
+            .arg("--")
+            .args(args)
+            .output();
         matches!(out, Ok(o) if o.status.success())
     }
 
     fn up(&self) {
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
         assert!(self.as_postgres(&[
-            self.bin.join("pg_ctl").to_str().unwrap(), "-D", self.dir.to_str().unwrap(), "-o", &opts,
-            "-l", self.dir.join("log").to_str().unwrap(), "-w", "start",
+            self.bin.join("pg_ctl").to_str().unwrap(),
+            "-D",
+            self.dir.to_str().unwrap(),
+            "-o",
+            &opts,
+            "-l",
+            self.dir.join("log").to_str().unwrap(),
+            "-w",
+            "start",
         ]));
     }
 
     fn down(&self) {
-        assert!(self.as_postgres(&[self.bin.join("pg_ctl").to_str().unwrap(), "-D", self.dir.to_str().unwrap(), "-m", "immediate", "-w", "stop"]));
+        assert!(self.as_postgres(&[
+            self.bin.join("pg_ctl").to_str().unwrap(),
+            "-D",
+            self.dir.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop"
+        ]));
     }
 
     fn url(&self) -> String {
@@ -247,7 +335,14 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let _ = self.as_postgres(&[self.bin.join("pg_ctl").to_str().unwrap(), "-D", self.dir.to_str().unwrap(), "-m", "immediate", "stop"]);
+        let _ = self.as_postgres(&[
+            self.bin.join("pg_ctl").to_str().unwrap(),
+            "-D",
+            self.dir.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
     }
 }
 
@@ -258,18 +353,30 @@ async fn postgres_stopping_answers_503_and_everything_resumes() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let Some(pg) = PgServer::start(tmp.path()) else {
-        assert!(std::env::var("CI").is_err(), "CI must be able to start a private Postgres server");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must be able to start a private Postgres server"
+        );
         eprintln!("SKIPPED: cannot start a private Postgres server here");
         return;
     };
     let sink = TestSink::start().await;
-    let backend = Backend { kind: Kind::Postgres, url: pg.url(), dir: tempfile::tempdir().unwrap() };
+    let backend = Backend {
+        kind: Kind::Postgres,
+        url: pg.url(),
+        dir: tempfile::tempdir().unwrap(),
+    };
     let app = spawn_app(backend, &http_sink("out", &sink, "")).await;
     let mut acked = HashSet::new();
     for n in 0..20 {
         let r = app.post_portal(&unique_portal(n)).await;
         assert_eq!(r.status(), 200);
-        acked.insert(r.json::<Value>().await.unwrap()["message_id"].as_str().unwrap().to_string());
+        acked.insert(
+            r.json::<Value>().await.unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     pg.down();
     // Never a 200 for something that could not be committed.
@@ -278,23 +385,42 @@ async fn postgres_stopping_answers_503_and_everything_resumes() {
         assert_eq!(r.status(), 503, "request {n} while Postgres is down");
         assert_eq!(r.headers()["retry-after"], "5");
     }
-    let r = app.client.get(format!("{}/readyz", app.admin)).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/readyz", app.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     pg.up();
     // No restart of the relay: the pool reconnects by itself.
     eventually(Duration::from_secs(30), "ready again", || async {
-        app.client.get(format!("{}/readyz", app.admin)).send().await.map(|r| r.status() == 200).unwrap_or(false)
+        app.client
+            .get(format!("{}/readyz", app.admin))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
     })
     .await;
     for n in 25..40 {
         let r = app.post_portal(&unique_portal(n)).await;
         assert_eq!(r.status(), 200, "request {n} after Postgres came back");
-        acked.insert(r.json::<Value>().await.unwrap()["message_id"].as_str().unwrap().to_string());
+        acked.insert(
+            r.json::<Value>().await.unwrap()["message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
-    eventually(Duration::from_secs(30), "every acknowledged message delivered", || async {
-        let t = tally(&sink);
-        acked.iter().all(|m| t.contains_key(m))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every acknowledged message delivered",
+        || async {
+            let t = tally(&sink);
+            acked.iter().all(|m| t.contains_key(m))
+        },
+    )
     .await;
     drop(app);
 }

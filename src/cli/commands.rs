@@ -3,14 +3,19 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use super::{Cli, Command, DeliveriesCommand, Failure, ReplayArgs, SinksCommand};
+use super::{progress, Cli, Command, DeliveriesCommand, Failure, ReplayArgs, SinksCommand};
 use crate::app::{purge_cutoffs, Relay, RelayOptions};
 use crate::config::{Config, Secret, SignScheme};
 use crate::store::{self, now_ms, parse_time, DeliveryFilter, Status, Store};
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Sign { scheme, secret, file, id } => return sign(&scheme, &secret, file, &id),
+        Command::Sign {
+            scheme,
+            secret,
+            file,
+            id,
+        } => return sign(&scheme, &secret, file, &id),
         Command::Healthcheck { url } => return healthcheck(&url).await,
         _ => {}
     }
@@ -34,9 +39,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Deliveries { command } => {
             let store = open(&config).await?;
             match command {
-                DeliveriesCommand::List { status, sink, since, until, limit, json } => {
-                    list(store.as_ref(), status, sink, since, until, limit, json).await
-                }
+                DeliveriesCommand::List {
+                    status,
+                    sink,
+                    since,
+                    until,
+                    limit,
+                    json,
+                } => list(store.as_ref(), status, sink, since, until, limit, json).await,
             }
         }
         Command::Replay(args) => replay(&config, args).await,
@@ -45,15 +55,22 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let now = now_ms();
             let mut cutoffs = purge_cutoffs(&config, now);
             if let Some(o) = older_than {
-                let t = parse_time(&o, now).map_err(|m| Failure::Usage(format!("--older-than: {m}")))?;
+                let t = parse_time(&o, now)
+                    .map_err(|m| Failure::Usage(format!("--older-than: {m}")))?;
                 cutoffs.delivered_before = t;
                 cutoffs.dead_before = t;
             }
             let c = store.purge(&cutoffs).await?;
-            println!("purged {} messages and {} dedupe keys", c.messages, c.dedupe_keys);
+            println!(
+                "purged {} messages and {} dedupe keys",
+                c.messages, c.dedupe_keys
+            );
             Ok(())
         }
         Command::Sinks { command } => sinks(&config, command).await,
+        Command::SendTest { sink, sample } => {
+            super::send_test::send_test(&config, &sink, sample.as_deref()).await
+        }
         Command::Sign { .. } | Command::Healthcheck { .. } => Ok(()),
     }
 }
@@ -67,11 +84,17 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let relay = Relay::start(config, RelayOptions::default())
         .await
         .map_err(|e| match e {
-            crate::app::StartError::Config(c) => Failure::Usage(format!("configuration error: {c}")),
+            crate::app::StartError::Config(c) => {
+                Failure::Usage(format!("configuration error: {c}"))
+            }
             other => Failure::Runtime(other.to_string()),
         })?;
     // Printed on stdout for people and for tests that bind port 0.
-    println!("hookrelay: ingress listening on http://{}", relay.ingress_addr);
+    println!(
+        "hookrelay: ingress listening on {}://{}",
+        relay.ingress_scheme(),
+        relay.ingress_addr
+    );
     println!("hookrelay: admin listening on http://{}", relay.admin_addr);
     tracing::info!(ingress = %relay.ingress_addr, admin = %relay.admin_addr, "hookrelay started");
     let cancel = relay.cancel_token();
@@ -87,7 +110,10 @@ async fn serve(config: Config) -> Result<(), Failure> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the relay can still be killed; just never
         // shut down gracefully.
         std::future::pending::<()>().await;
@@ -116,7 +142,9 @@ async fn list(
     let status = status
         .map(|s| {
             Status::parse(&s).ok_or_else(|| {
-                Failure::Usage(format!("--status {s:?}: use pending, in_flight, delivered or dead"))
+                Failure::Usage(format!(
+                    "--status {s:?}: use pending, in_flight, delivered or dead"
+                ))
             })
         })
         .transpose()?;
@@ -150,7 +178,9 @@ async fn list(
             r.sink,
             r.status.as_str(),
             r.attempts,
-            r.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            r.last_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             r.created_at,
             r.last_error.as_deref().unwrap_or("")
         );
@@ -171,11 +201,26 @@ async fn replay(config: &Config, a: ReplayArgs) -> Result<(), Failure> {
     )
     .map_err(|e| Failure::Usage(e.to_string()))?;
     let store = open(config).await?;
-    let n = store.replay(&f, now_ms()).await?;
-    if f.dry_run {
-        println!("would requeue {n} deliveries (dry run, nothing changed)");
+    // Over several sinks, say how many each one gets (counted first, so a
+    // dry run shows exactly what a real run would touch).
+    let by_sink = if f.sink.is_none() && config.sinks.len() > 1 {
+        progress::count_by_sink(store.as_ref(), config, &f).await?
     } else {
-        println!("requeued {n} deliveries");
+        Vec::new()
+    };
+    let summary = progress::replay(store.as_ref(), &f).await?;
+    let filter = progress::describe(
+        &f,
+        a.since.as_deref(),
+        a.until.as_deref(),
+        a.event.as_deref(),
+    );
+    print!(
+        "{}",
+        progress::summary_text(&summary, f.dry_run, &filter, &by_sink)
+    );
+    if !f.dry_run && summary.requeued > 0 {
+        println!("a running relay sends them within its poll interval");
     }
     Ok(())
 }
@@ -184,25 +229,7 @@ async fn sinks(config: &Config, cmd: Option<SinksCommand>) -> Result<(), Failure
     let store = open(config).await?;
     let (name, paused) = match cmd {
         None => {
-            let stats = store.sink_stats(now_ms()).await?;
-            let states = store.sink_states().await?;
-            println!(
-                "{:<20}  {:<15}  {:<7}  {:>8}  {:>6}  {:>10}",
-                "SINK", "KIND", "STATE", "PENDING", "DEAD", "DELIVERED"
-            );
-            for s in &config.sinks {
-                let q = stats.iter().find(|x| x.sink == s.name).cloned().unwrap_or_default();
-                let paused = states.iter().any(|r| r.sink == s.name && r.paused);
-                println!(
-                    "{:<20}  {:<15}  {:<7}  {:>8}  {:>6}  {:>10}",
-                    s.name,
-                    s.kind.as_str(),
-                    if paused { "paused" } else { "active" },
-                    q.pending + q.in_flight,
-                    q.dead,
-                    q.delivered
-                );
-            }
+            print!("{}", progress::sinks_table(store.as_ref(), config).await?);
             return Ok(());
         }
         Some(SinksCommand::Pause { name }) => (name, true),
@@ -218,7 +245,12 @@ async fn sinks(config: &Config, cmd: Option<SinksCommand>) -> Result<(), Failure
     Ok(())
 }
 
-fn sign(scheme: &str, secret: &str, file: Option<std::path::PathBuf>, id: &str) -> Result<(), Failure> {
+fn sign(
+    scheme: &str,
+    secret: &str,
+    file: Option<std::path::PathBuf>,
+    id: &str,
+) -> Result<(), Failure> {
     let scheme = match scheme {
         "arcgis" => SignScheme::Arcgis,
         "github" => SignScheme::Github,
@@ -230,13 +262,15 @@ fn sign(scheme: &str, secret: &str, file: Option<std::path::PathBuf>, id: &str) 
         }
     };
     let mut tree = toml::Value::String(secret.to_string());
-    crate::config::resolve_secret_ref(&mut tree, "--secret").map_err(|e| Failure::Usage(e.to_string()))?;
+    crate::config::resolve_secret_ref(&mut tree, "--secret")
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     let secret = Secret::new(tree.as_str().unwrap_or_default());
     let key = crate::sinks::sign::signing_key(scheme, &secret).map_err(Failure::Usage)?;
     let mut body = Vec::new();
     match file {
         Some(p) => {
-            body = std::fs::read(&p).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", p.display())))?
+            body = std::fs::read(&p)
+                .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", p.display())))?
         }
         None => {
             std::io::stdin()
@@ -259,6 +293,9 @@ async fn healthcheck(url: &str) -> Result<(), Failure> {
     match client.get(url).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(Failure::Runtime(format!("{url} answered {}", r.status()))),
-        Err(e) => Err(Failure::Runtime(format!("{url}: {}", crate::sinks::describe_error(&e, std::time::Duration::from_secs(5))))),
+        Err(e) => Err(Failure::Runtime(format!(
+            "{url}: {}",
+            crate::sinks::describe_error(&e, std::time::Duration::from_secs(5))
+        ))),
     }
 }

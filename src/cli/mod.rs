@@ -4,6 +4,8 @@
 //! Exit codes: 0 success, 2 usage or configuration error, 1 runtime failure.
 
 mod commands;
+pub mod progress;
+mod send_test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,10 +14,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
-#[command(name = "hookrelay", version, about = "A durable relay for ArcGIS webhooks")]
+#[command(
+    name = "hookrelay",
+    version,
+    about = "A durable relay for ArcGIS webhooks",
+    after_help = "Exit codes: 0 success; 1 runtime failure (store unreachable, a listener cannot bind, ...); 2 usage or configuration error."
+)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "HOOKRELAY_CONFIG", default_value = "hookrelay.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "HOOKRELAY_CONFIG",
+        default_value = "hookrelay.toml"
+    )]
     pub config: PathBuf,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -75,6 +88,16 @@ pub enum Command {
         /// standard-webhooks only: the message id to sign.
         #[arg(long, default_value = "msg_test")]
         id: String,
+    },
+    /// Send one sample event through a sink and print the service's answer
+    /// (exit 0 when it was accepted). Nothing is stored.
+    SendTest {
+        /// The sink to test.
+        #[arg(long)]
+        sink: String,
+        /// `portal` or `service` (default: the one the sink's `events` filter takes).
+        #[arg(long)]
+        sample: Option<String>,
     },
     /// Exit 0 when a URL answers 2xx (container health checks; no shell needed).
     Healthcheck {
@@ -188,7 +211,10 @@ fn init_logging(format: LogFormat) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hookrelay: cannot start the runtime: {e}");

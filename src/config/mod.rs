@@ -15,7 +15,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use values::{redact_url, resolve_refs as resolve_secret_ref, Dur, RefError, Secret, Secrets, REDACTED};
+pub use values::{
+    redact_url, resolve_refs as resolve_secret_ref, Dur, RefError, Secret, Secrets, REDACTED,
+};
 
 /// Why a configuration was refused. Every message names the key or file.
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +177,13 @@ pub struct DeliveryConfig {
     /// Requests per second per sink; none means unlimited.
     pub rate_limit: Option<f64>,
     /// Forward proxy for every sink (else HTTPS_PROXY/HTTP_PROXY/NO_PROXY).
+    #[serde(serialize_with = "ser_opt_url")]
     pub proxy: Option<String>,
     /// Extra CA certificate (PEM) to trust, for TLS-inspecting proxies.
     pub ca_file: Option<PathBuf>,
+    /// Host patterns (`hooks.example.org`, `*.slack.com`) every sink URL
+    /// must match; absent means every host is allowed.
+    pub allowed_hosts: Option<Vec<String>>,
     /// How often idle workers look for due deliveries another process queued.
     pub poll_interval: Dur,
     /// Circuit breaker: consecutive failures that open it, and probe spacing.
@@ -231,6 +237,7 @@ impl Default for DeliveryConfig {
             rate_limit: None,
             proxy: None,
             ca_file: None,
+            allowed_hosts: None,
             poll_interval: Dur::secs(1),
             circuit: CircuitConfig::default(),
         }
@@ -342,6 +349,18 @@ impl SinkKind {
             SinkKind::Email => "email",
         }
     }
+
+    /// The service's own request rate (per second), used when the sink sets
+    /// no `rate_limit`: Slack takes 1 message/s per webhook, Teams about 4/s,
+    /// Power BI 120 requests/min per dataset.
+    pub fn default_rate_limit(&self) -> Option<f64> {
+        match self {
+            SinkKind::Slack => Some(1.0),
+            SinkKind::Teams => Some(4.0),
+            SinkKind::Powerbi => Some(2.0),
+            _ => None,
+        }
+    }
 }
 
 /// Outbound signature scheme of an `http` sink.
@@ -365,6 +384,19 @@ pub enum HttpFormat {
     Original,
     /// The normalised events as JSON.
     Events,
+}
+
+/// How an `email` sink talks TLS to its SMTP relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or network.
+    None,
 }
 
 /// `[[sinks]]`.
@@ -396,9 +428,46 @@ pub struct SinkConfig {
     /// Outbound signature.
     #[serde(default)]
     pub sign: Option<SignScheme>,
-    /// Signing key for `sign`.
+    /// Signing key for `sign`; for `notebook`, the receiver's 32-character secret.
     #[serde(default)]
     pub secret: Option<Secret>,
+    /// `slack`, `teams`: the JSON body template; `email`: the plain-text
+    /// body template (minijinja, usually `file:/path`). Compiled and
+    /// test-rendered at start, so a broken template is a config error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// `email` only: the HTML body template. With `template` set and this
+    /// not, the mail is plain text only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html_template: Option<String>,
+    /// `email` only: the subject template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// `powerbi` only: bearer token for the REST API (`/v1.0/myorg/datasets/...`);
+    /// without it the URL is a push URL carrying its own `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// `notebook` only: the header the receiver checks (default `x-esrihook-signature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_header: Option<String>,
+    /// `notebook` only: text before the Base64 signature (default none; e.g. `sha256=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_prefix: Option<String>,
+    /// `email` only: `starttls` (default), `tls` (implicit, port 465) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SmtpTls>,
+    /// `email` only: SMTP user name (with `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// `email` only: SMTP password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// `email` only: sender mailbox, `Name <addr@example.org>` or `addr@example.org`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `email` only: recipient mailboxes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
     /// Overrides `[delivery] timeout`.
     #[serde(default)]
     pub timeout: Option<Dur>,
@@ -421,11 +490,17 @@ pub struct SinkConfig {
     #[serde(default)]
     pub rate_limit: Option<f64>,
     /// Overrides `[delivery] proxy`.
-    #[serde(default)]
+    #[serde(default, serialize_with = "ser_opt_url")]
     pub proxy: Option<String>,
     /// Overrides `[delivery] ca_file`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to the sink (mTLS).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// Overrides `[delivery] circuit`.
     #[serde(default)]
     pub circuit: Option<CircuitConfig>,
@@ -471,12 +546,27 @@ impl SinkConfig {
             max_backoff: self.max_backoff.unwrap_or(d.max_backoff).0,
             max_age: self.max_age.unwrap_or(d.max_age).0,
             concurrency: self.concurrency.unwrap_or(d.concurrency),
-            rate_limit: self.rate_limit.or(d.rate_limit),
+            // The sink's own setting wins; otherwise both the service's limit
+            // and the `[delivery]` default apply, so the stricter one holds.
+            rate_limit: self
+                .rate_limit
+                .or(match (self.kind.default_rate_limit(), d.rate_limit) {
+                    (Some(k), Some(g)) => Some(k.min(g)),
+                    (k, g) => k.or(g),
+                }),
             proxy: self.proxy.clone().or_else(|| d.proxy.clone()),
             ca_file: self.ca_file.clone().or_else(|| d.ca_file.clone()),
             circuit: self.circuit.unwrap_or(d.circuit),
             deactivate_after: self.deactivate_after,
         }
+    }
+}
+
+/// Proxy URLs may carry credentials (`http://user:password@proxy:3128`).
+fn ser_opt_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_str(&redact_url(u)),
+        None => s.serialize_none(),
     }
 }
 
@@ -536,6 +626,16 @@ impl Config {
                 "tls_cert and tls_key must be set together",
             ));
         }
+        if let (Some(cert), Some(key)) = (&self.server.tls_cert, &self.server.tls_key) {
+            // Loaded here so `hookrelay check` catches a wrong path or a key
+            // that belongs to another certificate, not only the first start.
+            crate::tls::load_certified_key(cert, key)
+                .map_err(|e| invalid("server.tls_cert", e.to_string()))?;
+        }
+        for (i, p) in self.delivery.allowed_hosts.iter().flatten().enumerate() {
+            crate::sinks::client::check_host_pattern(p)
+                .map_err(|m| invalid(format!("delivery.allowed_hosts[{i}]"), m))?;
+        }
         if !self.store.url.starts_with("sqlite:")
             && !self.store.url.starts_with("postgres://")
             && !self.store.url.starts_with("postgresql://")
@@ -551,11 +651,7 @@ impl Config {
         if self.store.max_connections == 0 {
             return Err(invalid("store.max_connections", "must be greater than 0"));
         }
-        validate_delivery_values(
-            "delivery",
-            &self.delivery.policy_defaults(),
-            &self.delivery,
-        )?;
+        validate_delivery_values("delivery", &self.delivery.policy_defaults(), &self.delivery)?;
 
         let mut source_names = HashSet::new();
         for (i, src) in self.sources.iter().enumerate() {
@@ -568,7 +664,10 @@ impl Config {
                 ));
             }
             if src.secret.0.is_empty() {
-                return Err(invalid(format!("{key}.secret"), "at least one secret is required"));
+                return Err(invalid(
+                    format!("{key}.secret"),
+                    "at least one secret is required",
+                ));
             }
             if src.kind != SourceKind::Hmac
                 && (src.header.is_some() || src.prefix.is_some() || src.encoding.is_some())
@@ -605,6 +704,31 @@ impl Config {
             let policy = sink.policy(&self.delivery);
             validate_delivery_values(&key, &policy, &self.delivery)?;
             crate::sinks::validate_sink(&key, sink)?;
+            crate::sinks::client::check_url_allowed(
+                &sink.url,
+                self.delivery.allowed_hosts.as_deref(),
+            )
+            .map_err(|m| invalid(format!("{key}.url"), format!("sink {:?}: {m}", sink.name)))?;
+            if sink.kind == SinkKind::Email
+                && (sink.client_cert.is_some() || sink.client_key.is_some())
+            {
+                return Err(invalid(
+                    format!("{key}.client_cert"),
+                    "client_cert and client_key apply to HTTP sinks, not to kind \"email\"",
+                ));
+            }
+            match (&sink.client_cert, &sink.client_key) {
+                (Some(cert), Some(k)) => {
+                    crate::sinks::client::load_identity(&key, cert, k)?;
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(invalid(
+                        format!("{key}.client_cert"),
+                        "client_cert and client_key must be set together",
+                    ))
+                }
+            }
         }
         Ok(())
     }
@@ -648,10 +772,16 @@ fn validate_delivery_values(
         return Err(invalid(format!("{key}.timeout"), "must be greater than 0"));
     }
     if p.circuit.failures == 0 {
-        return Err(invalid(format!("{key}.circuit.failures"), "must be at least 1"));
+        return Err(invalid(
+            format!("{key}.circuit.failures"),
+            "must be at least 1",
+        ));
     }
     if p.circuit.probe_interval.0.is_zero() {
-        return Err(invalid(format!("{key}.circuit.probe_interval"), "must be greater than 0"));
+        return Err(invalid(
+            format!("{key}.circuit.probe_interval"),
+            "must be greater than 0",
+        ));
     }
     if let Some(d) = &p.deactivate_after {
         if d.failures == 0 || !(d.days > 0.0 && d.days.is_finite()) {
@@ -692,9 +822,12 @@ fn validate_delivery_values(
 
 /// Parses a `host:port` listen address.
 pub fn parse_listen(key: &str, value: &str) -> Result<std::net::SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| invalid(key, format!("{value:?} is not an address like 127.0.0.1:8080")))
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?} is not an address like 127.0.0.1:8080"),
+        )
+    })
 }
 
 fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {

@@ -230,8 +230,13 @@ mod tests {
 
     #[test]
     fn url_credentials_are_hidden() {
-        let u = redact_url("https://user:pw@prod.example.com/workflows/run?api-version=1&sig=abc&code=x");
-        assert!(!u.contains("abc") && !u.contains("pw") && !u.contains("=x"), "{u}");
+        let u = redact_url(
+            "https://user:pw@prod.example.com/workflows/run?api-version=1&sig=abc&code=x",
+        );
+        assert!(
+            !u.contains("abc") && !u.contains("pw") && !u.contains("=x"),
+            "{u}"
+        );
         assert!(u.contains("api-version=1"), "{u}");
         assert_eq!(redact_url("not a url sig=1"), REDACTED);
     }

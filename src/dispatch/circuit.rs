@@ -135,7 +135,11 @@ impl Deactivation {
             return false;
         }
         self.recent.push_back(now);
-        while self.recent.front().is_some_and(|t| *t < now - self.window_ms) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| *t < now - self.window_ms)
+        {
             self.recent.pop_front();
         }
         self.recent.len() >= self.failures
@@ -163,7 +167,10 @@ mod tests {
         assert_eq!(c.record(false, 4), Some(Transition::Opened));
         assert_eq!(c.gate(5), Gate::Open { until: 30_004 });
         assert_eq!(c.gate(30_004), Gate::Probe);
-        assert!(matches!(c.gate(30_005), Gate::Open { .. }), "one probe at a time");
+        assert!(
+            matches!(c.gate(30_005), Gate::Open { .. }),
+            "one probe at a time"
+        );
         assert_eq!(c.record(false, 30_010), None, "failed probe: stays open");
         assert_eq!(c.gate(40_000), Gate::Open { until: 60_010 });
         assert_eq!(c.gate(60_010), Gate::Probe);
@@ -180,7 +187,10 @@ mod tests {
         assert!(!d.record(true, 2));
         assert!(!d.record(false, 3));
         assert!(!d.record(false, 4));
-        assert!(!d.record(false, 4 + 2 * day), "older failures fell out of the window");
+        assert!(
+            !d.record(false, 4 + 2 * day),
+            "older failures fell out of the window"
+        );
         assert!(!d.record(false, 5 + 2 * day));
         assert!(d.record(false, 6 + 2 * day));
     }

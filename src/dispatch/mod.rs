@@ -25,7 +25,9 @@ use crate::config::{Config, ConfigError, DeliveryPolicy, SinkKind};
 use crate::metrics::Metrics;
 use crate::sinks::Sink;
 use crate::store::batch::Batcher;
-use crate::store::{now_ms, AttemptRecord, Claimed, Completion, Lease, NextState, Store, StoreError};
+use crate::store::{
+    now_ms, AttemptRecord, Claimed, Completion, Lease, NextState, Store, StoreError,
+};
 use circuit::{Circuit, CircuitPolicy, Deactivation, Gate, Transition};
 use ratelimit::RateLimiter;
 use retry::next_state;
@@ -91,7 +93,10 @@ impl SinkRuntime {
     }
 
     fn gate(&self, now: i64) -> Gate {
-        self.circuit.lock().map(|mut c| c.gate(now)).unwrap_or(Gate::Closed)
+        self.circuit
+            .lock()
+            .map(|mut c| c.gate(now))
+            .unwrap_or(Gate::Closed)
     }
 
     fn reopen_at(&self) -> Option<i64> {
@@ -276,7 +281,7 @@ impl Dispatcher {
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         drained = true;
-                        if failures == 1 || failures % 30 == 0 {
+                        if failures == 1 || failures.is_multiple_of(30) {
                             tracing::warn!(sink = %rt.name, error = %e, "cannot claim deliveries; will retry");
                         }
                     }
@@ -305,7 +310,9 @@ impl Dispatcher {
                 Duration::ZERO
             } else if tasks.is_empty() && !rt.paused() {
                 match self.store.next_due(&names).await {
-                    Ok(Some(t)) => Duration::from_millis((t - now_ms()).max(0) as u64).min(self.poll_interval),
+                    Ok(Some(t)) => {
+                        Duration::from_millis((t - now_ms()).max(0) as u64).min(self.poll_interval)
+                    }
                     _ => self.poll_interval,
                 }
             } else {
@@ -352,8 +359,12 @@ impl Dispatcher {
         leases.extend(running.into_values());
         if !leases.is_empty() {
             match self.store.release(&leases, now_ms()).await {
-                Ok(()) => tracing::info!(sink = %rt.name, released = leases.len(), "released unfinished deliveries"),
-                Err(e) => tracing::warn!(sink = %rt.name, error = %e, "cannot release leases; they expire by themselves"),
+                Ok(()) => {
+                    tracing::info!(sink = %rt.name, released = leases.len(), "released unfinished deliveries")
+                }
+                Err(e) => {
+                    tracing::warn!(sink = %rt.name, error = %e, "cannot release leases; they expire by themselves")
+                }
             }
         }
     }
@@ -378,11 +389,19 @@ impl Dispatcher {
     /// Feeds an attempt's result to the breaker and the deactivation
     /// policy, logging each state change once.
     async fn record_health(&self, rt: &SinkRuntime, delivered: bool, now: i64) {
-        let transition = rt.circuit.lock().ok().and_then(|mut c| c.record(delivered, now));
+        let transition = rt
+            .circuit
+            .lock()
+            .ok()
+            .and_then(|mut c| c.record(delivered, now));
         match transition {
-            Some(Transition::Opened) => tracing::warn!(sink = %rt.name, failures = rt.policy.circuit.failures,
-                probe_every = ?rt.policy.circuit.probe_interval.0, "circuit opened: holding deliveries back"),
-            Some(Transition::Closed) => tracing::info!(sink = %rt.name, "circuit closed: sending again"),
+            Some(Transition::Opened) => {
+                tracing::warn!(sink = %rt.name, failures = rt.policy.circuit.failures,
+                probe_every = ?rt.policy.circuit.probe_interval.0, "circuit opened: holding deliveries back")
+            }
+            Some(Transition::Closed) => {
+                tracing::info!(sink = %rt.name, "circuit closed: sending again")
+            }
             None => {}
         }
         let deactivate = rt
@@ -393,7 +412,11 @@ impl Dispatcher {
         if deactivate && !rt.paused() {
             let reason = "deactivated after repeated failures (deactivate_after)";
             rt.set_paused(true);
-            if let Err(e) = self.store.set_paused(&rt.name, true, Some(reason), now).await {
+            if let Err(e) = self
+                .store
+                .set_paused(&rt.name, true, Some(reason), now)
+                .await
+            {
                 tracing::error!(sink = %rt.name, error = %e, "cannot persist deactivation");
             }
             tracing::warn!(sink = %rt.name, "sink deactivated: paused until an administrator resumes it");
@@ -421,7 +444,8 @@ impl Dispatcher {
             (self.jitter)(),
         );
         let secs = elapsed.as_secs_f64();
-        self.record_health(rt, next == NextState::Delivered, now).await;
+        self.record_health(rt, next == NextState::Delivered, now)
+            .await;
         match next {
             NextState::Delivered => {
                 self.metrics.delivery(&rt.name, "delivered", secs);

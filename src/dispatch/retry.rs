@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(classify_status(200, None), Verdict::Delivered);
         assert_eq!(classify_status(204, None), Verdict::Delivered);
         for s in [408, 425, 429, 500, 502, 503, 599] {
-            assert!(matches!(classify_status(s, None), Verdict::Retry { .. }), "{s}");
+            assert!(
+                matches!(classify_status(s, None), Verdict::Retry { .. }),
+                "{s}"
+            );
         }
         for s in [301, 400, 401, 403, 404, 410, 422] {
             assert_eq!(classify_status(s, None), Verdict::Permanent, "{s}");
@@ -160,24 +163,41 @@ mod tests {
         let p = policy();
         let r = Verdict::Retry { after: None };
         assert_eq!(next_state(&p, r, 5, 0, 0, 1.0), NextState::Dead);
-        assert_eq!(next_state(&p, r, 1, 0, 1000, 1.0), NextState::Retry { at: 6000 });
+        assert_eq!(
+            next_state(&p, r, 1, 0, 1000, 1.0),
+            NextState::Retry { at: 6000 }
+        );
         // 59 minutes in, a 40 s delay would cross the hour.
         assert_eq!(next_state(&p, r, 4, 0, 3_590_000, 1.0), NextState::Dead);
-        assert_eq!(next_state(&p, Verdict::Permanent, 1, 0, 0, 1.0), NextState::Dead);
+        assert_eq!(
+            next_state(&p, Verdict::Permanent, 1, 0, 0, 1.0),
+            NextState::Dead
+        );
     }
 
     #[test]
     fn retry_after_is_honoured_within_bounds() {
         let p = policy();
-        let r = |s| Verdict::Retry { after: Some(Duration::from_secs(s)) };
-        assert_eq!(next_state(&p, r(7), 1, 0, 0, 0.0), NextState::Retry { at: 7000 });
-        assert_eq!(next_state(&p, r(86_400), 1, 0, 0, 0.0), NextState::Retry { at: 60_000 });
+        let r = |s| Verdict::Retry {
+            after: Some(Duration::from_secs(s)),
+        };
+        assert_eq!(
+            next_state(&p, r(7), 1, 0, 0, 0.0),
+            NextState::Retry { at: 7000 }
+        );
+        assert_eq!(
+            next_state(&p, r(86_400), 1, 0, 0, 0.0),
+            NextState::Retry { at: 60_000 }
+        );
     }
 
     #[test]
     fn retry_after_parses_seconds_and_dates() {
         let now = humantime::parse_rfc3339("2015-10-21T07:27:00Z").unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
             Some(Duration::from_secs(60))

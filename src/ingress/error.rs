@@ -74,9 +74,9 @@ impl IngressError {
             | IngressError::BadSignature(_)
             | IngressError::MissingSecret
             | IngressError::BadSecret => IngressOutcome::Unauthorized,
-            IngressError::Invalid(_) | IngressError::BodyTimeout(_) | IngressError::MethodNotAllowed => {
-                IngressOutcome::Invalid
-            }
+            IngressError::Invalid(_)
+            | IngressError::BodyTimeout(_)
+            | IngressError::MethodNotAllowed => IngressOutcome::Invalid,
             IngressError::TooLarge(_) => IngressOutcome::TooLarge,
             IngressError::Unsupported(_) => IngressOutcome::Unsupported,
             IngressError::Unavailable(_) => IngressOutcome::Unavailable,
@@ -92,7 +92,9 @@ impl IngressError {
         match self {
             IngressError::UnknownSource => (StatusCode::NOT_FOUND, "unknown_source"),
             IngressError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            IngressError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            IngressError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             IngressError::IpNotAllowed => (StatusCode::FORBIDDEN, "ip_not_allowed"),
             IngressError::MissingSignature(_) => (StatusCode::UNAUTHORIZED, "missing_signature"),
             IngressError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
@@ -100,7 +102,9 @@ impl IngressError {
             IngressError::BadSecret => (StatusCode::UNAUTHORIZED, "bad_secret"),
             IngressError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
             IngressError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            IngressError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            IngressError::Unsupported(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             IngressError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             IngressError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }

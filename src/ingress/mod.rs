@@ -88,7 +88,9 @@ async fn get_hook(
             let key = &src.secret.0[0];
             Json(json!({"response_token": signature::crc_response(key, &token)})).into_response()
         }
-        Some(_) => IngressError::Invalid("crc_token must be 1 to 1024 characters".into()).into_response(),
+        Some(_) => {
+            IngressError::Invalid("crc_token must be 1 to 1024 characters".into()).into_response()
+        }
         None => Json(json!({"status": "ok", "source": src.name})).into_response(),
     }
 }
@@ -108,7 +110,11 @@ async fn post_hook(
         .to_string();
     let t0 = Instant::now();
     let result = accept(&st, &name, peer, req).await;
-    let label = st.config.source(&name).map(|s| s.name.as_str()).unwrap_or("unknown");
+    let label = st
+        .config
+        .source(&name)
+        .map(|s| s.name.as_str())
+        .unwrap_or("unknown");
     match result {
         Ok((status, body)) => {
             st.metrics.ingress(label, status);
@@ -143,7 +149,10 @@ async fn accept(
     }
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
-        .map(|v| v.to_str().map_err(|_| IngressError::Invalid("Content-Type is not ASCII".into())))
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| IngressError::Invalid("Content-Type is not ASCII".into()))
+        })
         .transpose()?;
     let format = payload::body_format(content_type)?;
     let raw = read_body(&st.config, &headers, body).await?;
@@ -190,7 +199,10 @@ async fn accept(
     })?;
     st.metrics.commit_seconds(t0.elapsed().as_secs_f64());
     Ok(match outcome {
-        IngestOutcome::Accepted { message_id, deliveries } => {
+        IngestOutcome::Accepted {
+            message_id,
+            deliveries,
+        } => {
             for (sink, _) in &routed {
                 if let Some(s) = st.sinks.get(sink) {
                     s.wake();
@@ -209,7 +221,11 @@ async fn accept(
 }
 
 /// Reads the body within the size limit and the body read timeout.
-async fn read_body(config: &Config, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, IngressError> {
+async fn read_body(
+    config: &Config,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, IngressError> {
     let limit = config.server.max_body_bytes;
     if let Some(len) = headers
         .get(http::header::CONTENT_LENGTH)
@@ -233,7 +249,9 @@ async fn read_body(config: &Config, headers: &HeaderMap, body: Body) -> Result<V
                 }
                 src = s.source();
             }
-            Err(IngressError::Invalid("the request body could not be read".into()))
+            Err(IngressError::Invalid(
+                "the request body could not be read".into(),
+            ))
         }
     }
 }
@@ -274,10 +292,14 @@ fn verify_service(
         })?,
     };
     let digest = signature::decode_esri_signature(&presented).ok_or_else(|| {
-        IngressError::BadSignature("x-esriHook-Signature is not a base64 or hex SHA-256 digest".into())
+        IngressError::BadSignature(
+            "x-esriHook-Signature is not a base64 or hex SHA-256 digest".into(),
+        )
     })?;
     if !signature::verify_hmac(&src.secret.0, &signed, &digest) {
-        return Err(IngressError::BadSignature("signature does not match".into()));
+        return Err(IngressError::BadSignature(
+            "signature does not match".into(),
+        ));
     }
     Ok(Verified {
         doc: payload::parse_json(&json_bytes)?,
@@ -291,16 +313,24 @@ fn verify_hmac_source(
     _format: BodyFormat,
     raw: &[u8],
 ) -> Result<Verified, IngressError> {
-    let name = src.header.as_deref().unwrap_or("x-hub-signature-256").to_ascii_lowercase();
+    let name = src
+        .header
+        .as_deref()
+        .unwrap_or("x-hub-signature-256")
+        .to_ascii_lowercase();
     let prefix = src.prefix.as_deref().unwrap_or("sha256=");
     let encoding = src.encoding.unwrap_or(SigEncoding::Hex);
     let presented = header(headers, &name)?
         .ok_or_else(|| IngressError::MissingSignature(format!("no {name} header")))?;
     let digest = signature::decode_configured(presented, prefix, encoding).ok_or_else(|| {
-        IngressError::BadSignature(format!("{name} is not {prefix}<{encoding:?} SHA-256 digest>"))
+        IngressError::BadSignature(format!(
+            "{name} is not {prefix}<{encoding:?} SHA-256 digest>"
+        ))
     })?;
     if !signature::verify_hmac(&src.secret.0, raw, &digest) {
-        return Err(IngressError::BadSignature("signature does not match".into()));
+        return Err(IngressError::BadSignature(
+            "signature does not match".into(),
+        ));
     }
     Ok(Verified {
         doc: payload::parse_json(raw)?,
@@ -333,7 +363,9 @@ fn verify_portal(
     let body_secret = payload::take_body_secret(&mut doc);
     let body_ok = matches!(&body_secret, BodySecret::Present(s) if signature::secret_matches(&src.secret.0, s.as_bytes()));
     if !(header_ok || body_ok) {
-        return Err(unauthenticated(header_secret.is_some() || body_secret != BodySecret::Absent));
+        return Err(unauthenticated(
+            header_secret.is_some() || body_secret != BodySecret::Absent,
+        ));
     }
     let forward_body = if body_secret == BodySecret::Absent {
         raw.to_vec()
@@ -361,31 +393,55 @@ fn unauthenticated(presented: bool) -> IngressError {
 
 /// The client's address: the peer, or — when the peer is a trusted proxy —
 /// the right-most address in `X-Forwarded-For` that is not a trusted proxy.
+///
+/// Every `X-Forwarded-For` line counts, in order: a proxy that appends its
+/// own line (HAProxy's `option forwardfor`) leaves the client's forged one
+/// first, so reading only the first line would believe the forgery. A hop
+/// written with a port (`203.0.113.7:5123`, `[2001:db8::1]:443`, as Azure
+/// Application Gateway does) counts as its address. A hop that does not
+/// parse stops the walk at the last address known good, so garbage can only
+/// make the answer a proxy's address, never one the client chose.
+/// IPv4-mapped IPv6 addresses (a dual-stack listener's IPv4 peers) are
+/// compared as IPv4.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let mut ip = peer.ip();
-    if !trusted.iter().any(|n| n.contains(&ip)) {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut ip = peer.ip().to_canonical();
+    if !is_trusted(&ip) {
         return ip;
     }
-    let Some(xff) = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) else {
-        return ip;
-    };
+    let mut lines = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        // A header line that is not text is nothing we can walk: stop at the proxy.
+        let Ok(v) = v.to_str() else {
+            return ip;
+        };
+        lines.push(v);
+    }
+    let xff = lines.join(",");
     for hop in xff.rsplit(',') {
-        let Ok(hop_ip) = hop.trim().parse::<IpAddr>() else {
+        let Some(hop_ip) = parse_hop(hop.trim()) else {
             break;
         };
         ip = hop_ip;
-        if !trusted.iter().any(|n| n.contains(&hop_ip)) {
+        if !is_trusted(&hop_ip) {
             break;
         }
     }
     ip
 }
 
+/// One `X-Forwarded-For` entry: an address, optionally with a port.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let ip = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(ip.to_canonical())
+}
+
 fn ip_allowed(src: &SourceConfig, ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
+    let ip = ip.to_canonical();
     src.allow_ips.is_empty() || src.allow_ips.iter().any(|n| n.contains(&ip))
 }
 

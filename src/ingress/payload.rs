@@ -37,7 +37,12 @@ pub fn body_format(content_type: Option<&str>) -> Result<BodyFormat, PayloadErro
         // Some senders omit it; the body still has to parse as JSON.
         return Ok(BodyFormat::Json);
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/json" | "text/json" | "text/plain" | "" => Ok(BodyFormat::Json),
         m if m.ends_with("+json") => Ok(BodyFormat::Json),
@@ -96,7 +101,10 @@ pub fn extract_form(raw: &[u8]) -> Result<FormPayload, PayloadError> {
 }
 
 fn decode_form_component(v: &[u8]) -> Vec<u8> {
-    let plus: Vec<u8> = v.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+    let plus: Vec<u8> = v
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
     percent_encoding::percent_decode(&plus).collect()
 }
 
@@ -190,7 +198,9 @@ fn is_portal(obj: &Map<String, Value>) -> bool {
 }
 
 fn is_service(obj: &Map<String, Value>) -> bool {
-    obj.contains_key("serviceType") || obj.contains_key("serviceName") || obj.contains_key("changesUrl")
+    obj.contains_key("serviceType")
+        || obj.contains_key("serviceName")
+        || obj.contains_key("changesUrl")
 }
 
 fn text(v: Option<&Value>) -> Option<String> {
@@ -278,7 +288,16 @@ fn service_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> 
     let default_when = millis(obj.get("lastUpdatedTime"));
     let mut properties = Map::new();
     for (k, v) in obj {
-        if !matches!(k.as_str(), "events" | "changesUrl" | "statusURL" | "serviceName" | "serviceType" | "folderName" | "name") {
+        if !matches!(
+            k.as_str(),
+            "events"
+                | "changesUrl"
+                | "statusURL"
+                | "serviceName"
+                | "serviceType"
+                | "folderName"
+                | "name"
+        ) {
             properties.insert(k.clone(), v.clone());
         }
     }
@@ -299,7 +318,11 @@ fn service_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> 
                     .ok_or_else(|| invalid(format!("events[{i}].eventType is missing")))?,
                 millis(o.get("when")).or(default_when),
             ),
-            _ => return Err(invalid(format!("events[{i}] is neither a string nor an object"))),
+            _ => {
+                return Err(invalid(format!(
+                    "events[{i}] is neither a string nor an object"
+                )))
+            }
         };
         if kind.is_empty() {
             return Err(invalid(format!("events[{i}] has an empty event type")));
@@ -342,15 +365,24 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/tests/fixtures/arcgis/{name}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
+        std::fs::read(format!(
+            "{}/tests/fixtures/arcgis/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     #[test]
     fn every_fixture_normalises_with_its_trigger_uri() {
         let cases = [
-            ("portal-group-update.json", vec!["/groups/173dd04b69134bdf99c5000aad0b6298/update"]),
-            ("portal-item-share.json", vec!["/items/6cd80cb32d4a4b4d858a020e57fba7b1/share"]),
+            (
+                "portal-group-update.json",
+                vec!["/groups/173dd04b69134bdf99c5000aad0b6298/update"],
+            ),
+            (
+                "portal-item-share.json",
+                vec!["/items/6cd80cb32d4a4b4d858a020e57fba7b1/share"],
+            ),
             (
                 "portal-group-addusers.json",
                 vec![
@@ -358,10 +390,22 @@ mod tests {
                     "/groups/ecd6646698b24180904e4888d5eaede3/itemShare",
                 ],
             ),
-            ("portal-user-role.json", vec!["/users/jsmith/updateUserRole"]),
-            ("server-feature-created.json", vec!["/services/Hosted/Parcels.FeatureServer/FeaturesCreated"]),
-            ("server-gp-job.json", vec!["/services/System/CachingTools.GPServer/JobSucceeded"]),
-            ("online-hosted-layer.json", vec!["/services/myService.FeatureServer/FeaturesCreated"]),
+            (
+                "portal-user-role.json",
+                vec!["/users/jsmith/updateUserRole"],
+            ),
+            (
+                "server-feature-created.json",
+                vec!["/services/Hosted/Parcels.FeatureServer/FeaturesCreated"],
+            ),
+            (
+                "server-gp-job.json",
+                vec!["/services/System/CachingTools.GPServer/JobSucceeded"],
+            ),
+            (
+                "online-hosted-layer.json",
+                vec!["/services/myService.FeatureServer/FeaturesCreated"],
+            ),
         ];
         for (file, uris) in cases {
             let doc = parse_json(&fixture(file)).unwrap();
@@ -385,18 +429,28 @@ mod tests {
         let f = extract_form(raw.trim_ascii_end()).unwrap();
         assert!(f.signed.starts_with(b"%5B%7B"));
         let doc = parse_json(&f.json).unwrap();
-        assert_eq!(doc, parse_json(&fixture("online-hosted-layer.json")).unwrap());
+        assert_eq!(
+            doc,
+            parse_json(&fixture("online-hosted-layer.json")).unwrap()
+        );
     }
 
     #[test]
     fn form_errors_are_named() {
-        assert!(extract_form(b"a=1").unwrap_err().to_string().contains("no payload"));
-        assert!(extract_form(b"payload=1&payload=2").unwrap_err().to_string().contains("more than one"));
+        assert!(extract_form(b"a=1")
+            .unwrap_err()
+            .to_string()
+            .contains("no payload"));
+        assert!(extract_form(b"payload=1&payload=2")
+            .unwrap_err()
+            .to_string()
+            .contains("more than one"));
     }
 
     #[test]
     fn secret_is_removed_from_the_body() {
-        let mut doc: Value = serde_json::json!({"info": {"secret": "s3", "webhookName": "w"}, "events": []});
+        let mut doc: Value =
+            serde_json::json!({"info": {"secret": "s3", "webhookName": "w"}, "events": []});
         assert_eq!(take_body_secret(&mut doc), BodySecret::Present("s3".into()));
         assert!(!doc.to_string().contains("s3"));
         let mut doc: Value = serde_json::json!({"info": {"secret": 5}});
@@ -407,7 +461,10 @@ mod tests {
     fn non_arcgis_json_is_refused_unless_generic() {
         let doc: Value = serde_json::json!({"hello": "world"});
         assert!(normalise(&doc, false).is_err());
-        assert_eq!(normalise(&doc, true).unwrap()[0].origin, EventOrigin::Generic);
+        assert_eq!(
+            normalise(&doc, true).unwrap()[0].origin,
+            EventOrigin::Generic
+        );
         assert!(normalise(&Value::from(3), true).is_err());
     }
 }

@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{SigEncoding, Secret};
+use crate::config::{Secret, SigEncoding};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -151,7 +151,14 @@ mod tests {
 
     #[test]
     fn junk_does_not_decode() {
-        for f in ["", "sha256=", "zzzz", "sha256=abc", &"a".repeat(5000), "%zz"] {
+        for f in [
+            "",
+            "sha256=",
+            "zzzz",
+            "sha256=abc",
+            &"a".repeat(5000),
+            "%zz",
+        ] {
             assert!(decode_esri_signature(f).is_none(), "{f}");
         }
     }
@@ -170,7 +177,13 @@ mod tests {
     fn configured_prefix_is_required() {
         let d = sig("k", b"b");
         let h = format!("sha256={}", hex::encode(&d));
-        assert_eq!(decode_configured(&h, "sha256=", SigEncoding::Hex), Some(d.clone()));
-        assert_eq!(decode_configured(&hex::encode(&d), "sha256=", SigEncoding::Hex), None);
+        assert_eq!(
+            decode_configured(&h, "sha256=", SigEncoding::Hex),
+            Some(d.clone())
+        );
+        assert_eq!(
+            decode_configured(&hex::encode(&d), "sha256=", SigEncoding::Hex),
+            None
+        );
     }
 }

@@ -4,15 +4,24 @@
 //! answer are shared here, so a new HTTP kind is a render and a classify.
 
 pub mod client;
+pub mod email;
+pub mod facts;
 pub mod http;
+pub mod notebook;
+pub mod power_automate;
+pub mod powerbi;
+pub mod sample;
 pub mod sign;
+pub mod slack;
+pub mod teams;
+pub mod template;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::http::{HeaderMap, Method};
 use async_trait::async_trait;
 use bytes::Bytes;
-use ::http::{HeaderMap, Method};
 
 use crate::config::{ConfigError, DeliveryConfig, SinkConfig, SinkKind};
 use crate::dispatch::retry::{classify_status, parse_retry_after, Verdict};
@@ -73,7 +82,11 @@ impl Answer {
 
     /// A `Retry-After` header, parsed.
     pub fn retry_after(&self) -> Option<Duration> {
-        let v = self.headers.get(::http::header::RETRY_AFTER)?.to_str().ok()?;
+        let v = self
+            .headers
+            .get(::http::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?;
         parse_retry_after(v, std::time::SystemTime::now())
     }
 }
@@ -86,6 +99,13 @@ pub trait HttpKind: Send + Sync + 'static {
     /// Reads the service's answer. The default is the generic HTTP rule.
     fn classify(&self, a: &Answer) -> Verdict {
         classify_status(a.status, a.retry_after())
+    }
+
+    /// The service's own word for a failed answer (Slack's
+    /// `channel_not_found`), recorded after the status in the attempt's
+    /// error. None keeps the error to `HTTP <status>`.
+    fn describe(&self, _a: &Answer) -> Option<String> {
+        None
     }
 }
 
@@ -138,7 +158,10 @@ impl<K: HttpKind> Sink for HttpSink<K> {
                 let verdict = self.kind.classify(&answer);
                 let error = match verdict {
                     Verdict::Delivered => None,
-                    _ => Some(format!("HTTP {}", answer.status)),
+                    _ => Some(match self.kind.describe(&answer) {
+                        Some(word) => format!("HTTP {}: {word}", answer.status),
+                        None => format!("HTTP {}", answer.status),
+                    }),
                 };
                 AttemptOutcome {
                     verdict,
@@ -176,6 +199,14 @@ async fn send(req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
     })
 }
 
+/// The first line of an answer's body, trimmed and at most 200
+/// characters: the error word services like Slack answer with.
+pub fn answer_word(a: &Answer) -> Option<String> {
+    let text = a.text();
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    Some(facts::clip(line, 200))
+}
+
 /// The first kilobyte of an answer, as text, cut on a character boundary.
 pub fn keep(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(RESPONSE_KEEP)]);
@@ -204,35 +235,125 @@ pub fn describe_error(e: &reqwest::Error, timeout: Duration) -> String {
         causes.push(s.to_string());
         src = s.source();
     }
-    let detail = causes.last().cloned().unwrap_or_default();
-    let detail = crate::config::redact_url(&detail);
-    if detail.is_empty() || detail == crate::config::REDACTED {
+    let detail = redact_urls_in(&causes.last().cloned().unwrap_or_default());
+    if detail.is_empty() {
         kind.to_string()
     } else {
         format!("{kind}: {detail}")
     }
 }
 
+/// Hides any URL inside an error text (a proxy or redirect target may carry
+/// credentials) and keeps the rest, which says what went wrong: "invalid
+/// peer certificate: UnknownIssuer", "Connection refused".
+fn redact_urls_in(text: &str) -> String {
+    text.split(' ')
+        .map(|w| {
+            if w.contains("://") {
+                crate::config::redact_url(w.trim_matches(|c: char| "()[]<>,;'\"".contains(c)))
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Builds the runtime sink for a configured one.
 pub fn build(config: &SinkConfig, defaults: &DeliveryConfig) -> Result<Arc<dyn Sink>, ConfigError> {
     let policy = config.policy(defaults);
-    let client = client::build(&config.name, &policy)?;
+    let key = format!("sinks.{}", config.name);
+    if config.kind == SinkKind::Email {
+        // SMTP: no HTTP client, URL or proxy.
+        return Ok(Arc::new(email::Email::new(&key, config, &policy)?));
+    }
+    let client = client::build_for(config, &policy)?;
     let url = reqwest::Url::parse(&config.url).map_err(|_| ConfigError::Invalid {
         key: format!("sinks.{}.url", config.name),
         message: "not a valid URL".into(),
     })?;
-    match config.kind {
-        SinkKind::Http => Ok(Arc::new(HttpSink::new(
+    let t = policy.timeout;
+    Ok(match config.kind {
+        SinkKind::Http => Arc::new(HttpSink::new(client, url, t, http::Http::new(config)?)),
+        SinkKind::Slack => Arc::new(HttpSink::new(
             client,
             url,
-            policy.timeout,
-            http::Http::new(config)?,
-        ))),
-        other => Err(ConfigError::Invalid {
-            key: format!("sinks.{}.kind", config.name),
-            message: format!("sink kind {:?} is not available in this build", other.as_str()),
-        }),
+            t,
+            slack::Slack::new(&key, config)?,
+        )),
+        SinkKind::Teams => Arc::new(HttpSink::new(
+            client,
+            url,
+            t,
+            teams::Teams::new(&key, config)?,
+        )),
+        SinkKind::Powerbi => Arc::new(HttpSink::new(client, url, t, powerbi::PowerBi::new(config))),
+        SinkKind::PowerAutomate => Arc::new(HttpSink::new(
+            client,
+            url,
+            t,
+            power_automate::PowerAutomate::new(config)?,
+        )),
+        SinkKind::Notebook => Arc::new(HttpSink::new(
+            client,
+            url,
+            t,
+            notebook::Notebook::new(&key, config)?,
+        )),
+        SinkKind::Email => Arc::new(email::Email::new(&key, config, &policy)?),
+    })
+}
+
+/// Which kinds each kind-specific key applies to; any other kind refuses
+/// it, so a key that would be silently ignored is a config error.
+fn check_applicable(key: &str, sink: &SinkConfig) -> Result<(), ConfigError> {
+    use SinkKind::*;
+    const HTTP_ALL: &[SinkKind] = &[Http, Slack, Teams, Powerbi, PowerAutomate, Notebook];
+    let checks: [(&str, bool, &[SinkKind]); 17] = [
+        ("method", sink.method.is_some(), &[Http, PowerAutomate]),
+        ("format", sink.format.is_some(), &[Http, PowerAutomate]),
+        ("sign", sink.sign.is_some(), &[Http, PowerAutomate]),
+        (
+            "secret",
+            sink.secret.is_some(),
+            &[Http, PowerAutomate, Notebook],
+        ),
+        ("headers", !sink.headers.is_empty(), HTTP_ALL),
+        ("proxy", sink.proxy.is_some(), HTTP_ALL),
+        ("template", sink.template.is_some(), &[Slack, Teams, Email]),
+        ("html_template", sink.html_template.is_some(), &[Email]),
+        ("subject", sink.subject.is_some(), &[Email]),
+        ("token", sink.token.is_some(), &[Powerbi]),
+        (
+            "signature_header",
+            sink.signature_header.is_some(),
+            &[Notebook],
+        ),
+        (
+            "signature_prefix",
+            sink.signature_prefix.is_some(),
+            &[Notebook],
+        ),
+        ("tls", sink.tls.is_some(), &[Email]),
+        ("username", sink.username.is_some(), &[Email]),
+        ("password", sink.password.is_some(), &[Email]),
+        ("from", sink.from.is_some(), &[Email]),
+        ("to", !sink.to.is_empty(), &[Email]),
+    ];
+    for (field, set, kinds) in checks {
+        if set && !kinds.contains(&sink.kind) {
+            let names: Vec<&str> = kinds.iter().map(SinkKind::as_str).collect();
+            return Err(ConfigError::Invalid {
+                key: format!("{key}.{field}"),
+                message: format!(
+                    "{field} does not apply to kind {:?} (only to {})",
+                    sink.kind.as_str(),
+                    names.join(", ")
+                ),
+            });
+        }
     }
+    Ok(())
 }
 
 /// Kind-specific checks, called from [`crate::config::Config::validate`].
@@ -241,6 +362,10 @@ pub fn validate_sink(key: &str, sink: &SinkConfig) -> Result<(), ConfigError> {
         key: format!("{key}.{k}"),
         message: m,
     };
+    check_applicable(key, sink)?;
+    if sink.kind == SinkKind::Email {
+        return email::check(key, sink);
+    }
     let url = reqwest::Url::parse(&sink.url).map_err(|_| bad("url", "not a valid URL".into()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("url", "must be an http:// or https:// URL".into()));
@@ -253,8 +378,12 @@ pub fn validate_sink(key: &str, sink: &SinkConfig) -> Result<(), ConfigError> {
     for (name, value) in &sink.headers {
         ::http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| bad("headers", format!("{name:?} is not a valid header name")))?;
-        ::http::HeaderValue::from_str(value.expose())
-            .map_err(|_| bad("headers", format!("the value of {name:?} is not a valid header value")))?;
+        ::http::HeaderValue::from_str(value.expose()).map_err(|_| {
+            bad(
+                "headers",
+                format!("the value of {name:?} is not a valid header value"),
+            )
+        })?;
     }
     match (sink.sign, &sink.secret) {
         (Some(_), None) => return Err(bad("secret", "sign needs a secret".into())),
@@ -264,10 +393,19 @@ pub fn validate_sink(key: &str, sink: &SinkConfig) -> Result<(), ConfigError> {
         _ => {}
     }
     match sink.kind {
-        SinkKind::Http => Ok(()),
-        other => Err(bad(
-            "kind",
-            format!("sink kind {:?} is not available in this build", other.as_str()),
+        SinkKind::Slack => slack::Slack::new(key, sink).map(drop),
+        SinkKind::Teams => teams::Teams::new(key, sink).map(drop),
+        SinkKind::Notebook => {
+            let h = sink.signature_header.as_deref().unwrap_or(notebook::DEFAULT_HEADER);
+            ::http::HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| bad("signature_header", format!("{h:?} is not a valid header name")))?;
+            notebook::Notebook::new(key, sink).map(drop)
+        }
+        SinkKind::Powerbi if sink.token.is_none() && !url.query_pairs().any(|(k, _)| k == "key") => Err(bad(
+            "url",
+            "a Power BI push URL carries key=...; for the REST API (/v1.0/myorg/datasets/...) set token".into(),
         )),
+        SinkKind::PowerAutomate => power_automate::PowerAutomate::new(sink).map(drop),
+        _ => Ok(()),
     }
 }

@@ -14,7 +14,10 @@ pub fn signing_key(scheme: SignScheme, secret: &Secret) -> Result<Vec<u8>, Strin
             let s = s.strip_prefix("whsec_").unwrap_or(s);
             base64::engine::general_purpose::STANDARD
                 .decode(s)
-                .map_err(|_| "a standard-webhooks secret must be base64 (optionally prefixed whsec_)".to_string())
+                .map_err(|_| {
+                    "a standard-webhooks secret must be base64 (optionally prefixed whsec_)"
+                        .to_string()
+                })
         }
         SignScheme::Arcgis | SignScheme::Github => Ok(secret.expose().as_bytes().to_vec()),
     }
@@ -39,7 +42,10 @@ pub fn signature_headers(
             signed.extend_from_slice(body);
             vec![
                 ("webhook-timestamp", timestamp.to_string()),
-                ("webhook-signature", format!("v1,{}", b64(hmac_sha256(key, &signed)))),
+                (
+                    "webhook-signature",
+                    format!("v1,{}", b64(hmac_sha256(key, &signed))),
+                ),
             ]
         }
         SignScheme::Arcgis => vec![(

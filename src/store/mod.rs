@@ -46,13 +46,20 @@ pub enum StoreError {
     Closed,
 }
 
+/// Progress of a replay: `(requeued so far, matched in all)`.
+pub type ReplayProgress<'a> = dyn Fn(u64, u64) + Send + Sync + 'a;
+
 /// The storage interface. Every method is one short transaction; none is
 /// ever held open across a network call to a sink.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commits a batch of messages with their deliveries in one transaction
     /// (group commit), applying dedupe. Returns one outcome per message, in order.
-    async fn ingest(&self, batch: &[NewMessage], now: i64) -> Result<Vec<IngestOutcome>, StoreError>;
+    async fn ingest(
+        &self,
+        batch: &[NewMessage],
+        now: i64,
+    ) -> Result<Vec<IngestOutcome>, StoreError>;
 
     /// Claims up to `limit` due deliveries of `sink`, leasing them until `lease_until`.
     async fn claim(
@@ -75,7 +82,10 @@ pub trait Store: Send + Sync + 'static {
     async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError>;
 
     /// Deliveries matching a filter, newest first.
-    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError>;
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryRow>, StoreError>;
 
     /// A message with its events, deliveries and attempts.
     async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError>;
@@ -84,7 +94,19 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError>;
 
     /// Requeues every delivery matching the filter (`dry_run`: only counts).
-    async fn replay(&self, filter: &ReplayFilter, now: i64) -> Result<u64, StoreError>;
+    async fn replay(&self, filter: &ReplayFilter, now: i64) -> Result<u64, StoreError> {
+        self.replay_with_progress(filter, now, &|_, _| {}).await
+    }
+
+    /// [`Store::replay`], calling `progress(requeued_so_far, matched)` once
+    /// when the matching deliveries are known (also on a dry run) and again
+    /// after every chunk it requeues, so a long replay can show progress.
+    async fn replay_with_progress(
+        &self,
+        filter: &ReplayFilter,
+        now: i64,
+        progress: &ReplayProgress<'_>,
+    ) -> Result<u64, StoreError>;
 
     /// Counts per sink and status, and the oldest pending delivery per sink.
     async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError>;
@@ -96,8 +118,13 @@ pub trait Store: Send + Sync + 'static {
     async fn sink_states(&self) -> Result<Vec<SinkStateRow>, StoreError>;
 
     /// Sets a sink's pause state.
-    async fn set_paused(&self, sink: &str, paused: bool, reason: Option<&str>, now: i64)
-        -> Result<(), StoreError>;
+    async fn set_paused(
+        &self,
+        sink: &str,
+        paused: bool,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError>;
 
     /// A trivial query: is the store answering?
     async fn ping(&self) -> Result<(), StoreError>;
@@ -106,6 +133,10 @@ pub trait Store: Send + Sync + 'static {
     /// this same store left behind, where the backend can know that it is
     /// the only server (SQLite). No-op on shared stores.
     async fn recover(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// Closes connections and releases what the store holds (the SQLite
+    /// serve lock). Called once at the very end of a relay's shutdown.
+    async fn close(&self) {}
 
     /// Waits until something may have become due (another process queued
     /// work). Backends without a notification channel never return; callers

@@ -44,7 +44,10 @@ pub struct NewDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
     /// Stored with this many deliveries.
-    Accepted { message_id: String, deliveries: usize },
+    Accepted {
+        message_id: String,
+        deliveries: usize,
+    },
     /// Seen within the dedupe window; nothing stored.
     Duplicate { message_id: String },
 }
@@ -81,7 +84,10 @@ pub struct Claimed {
 impl Claimed {
     /// The events this sink matched, for templated sinks.
     pub fn matched_events(&self) -> Vec<&Event> {
-        self.matched.iter().filter_map(|i| self.events.get(*i)).collect()
+        self.matched
+            .iter()
+            .filter_map(|i| self.events.get(*i))
+            .collect()
     }
 
     /// The lease this claim holds.
@@ -103,7 +109,7 @@ pub struct Lease {
 }
 
 /// One finished attempt, as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AttemptRecord {
     /// 1-based within the delivery's current cycle.
     pub attempt: u32,
@@ -146,7 +152,7 @@ pub struct Completion {
 }
 
 /// Delivery status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Waiting for its `next_attempt_at`.
@@ -182,11 +188,16 @@ impl Status {
     }
 
     /// Every status, for gauges.
-    pub const ALL: [Status; 4] = [Status::Pending, Status::InFlight, Status::Delivered, Status::Dead];
+    pub const ALL: [Status; 4] = [
+        Status::Pending,
+        Status::InFlight,
+        Status::Delivered,
+        Status::Dead,
+    ];
 }
 
 /// A delivery as the API and CLI show it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct DeliveryRow {
     /// Delivery id.
     pub id: String,
@@ -211,7 +222,7 @@ pub struct DeliveryRow {
 }
 
 /// A delivery with its attempts, inside [`MessageDetail`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeliveryDetail {
     /// The delivery.
     #[serde(flatten)]
@@ -221,7 +232,7 @@ pub struct DeliveryDetail {
 }
 
 /// A message with everything about it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageDetail {
     /// Message id.
     pub id: String,
@@ -238,6 +249,7 @@ pub struct MessageDetail {
     /// The body as text when it is UTF-8 (it is JSON or a form for ArcGIS).
     pub body: Option<String>,
     /// Normalised events.
+    #[schema(value_type = Vec<crate::admin::EventDoc>)]
     pub events: Vec<Event>,
     /// Deliveries with their attempts.
     pub deliveries: Vec<DeliveryDetail>,
@@ -361,7 +373,9 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     }
     let t = humantime::parse_rfc3339_weak(s)
         .or_else(|_| humantime::parse_rfc3339_weak(&format!("{s} 00:00:00")))
-        .map_err(|_| format!("{s:?} is neither a duration like 2h nor a time like 2026-11-22T10:00:00Z"))?;
+        .map_err(|_| {
+            format!("{s:?} is neither a duration like 2h nor a time like 2026-11-22T10:00:00Z")
+        })?;
     let ms = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| format!("{s:?} is before 1970"))?

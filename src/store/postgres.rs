@@ -59,7 +59,9 @@ impl PgStore {
                     .with_max_delay(Duration::from_secs(5))
                     .with_max_times(6),
             )
-            .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "cannot connect to Postgres yet"))
+            .notify(
+                |e, d| tracing::warn!(error = %e, retry_in = ?d, "cannot connect to Postgres yet"),
+            )
             .await?;
         if migrate {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -121,7 +123,8 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRow, StoreError> {
         attempts: r.try_get::<i32, _>("attempts")? as u32,
         last_status: r.try_get("last_status")?,
         last_error: r.try_get("last_error")?,
-        next_attempt_at: matches!(status, Status::Pending | Status::InFlight).then(|| rfc3339(next)),
+        next_attempt_at: matches!(status, Status::Pending | Status::InFlight)
+            .then(|| rfc3339(next)),
         created_at: rfc3339(r.try_get("created_at")?),
         updated_at: rfc3339(r.try_get("updated_at")?),
     })
@@ -136,7 +139,11 @@ fn corrupt(e: serde_json::Error) -> StoreError {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn ingest(&self, batch: &[NewMessage], now: i64) -> Result<Vec<IngestOutcome>, StoreError> {
+    async fn ingest(
+        &self,
+        batch: &[NewMessage],
+        now: i64,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Dedupe first. Repeats inside one batch are settled here, since one
         // upsert statement may not touch the same key twice.
@@ -154,10 +161,19 @@ impl Store for PgStore {
         let mut won: std::collections::HashSet<usize> = std::collections::HashSet::new();
         let mut existing: HashMap<(String, String), String> = HashMap::new();
         if !candidates.is_empty() {
-            let src: Vec<&str> = candidates.iter().map(|i| batch[*i].source.as_str()).collect();
-            let key: Vec<&str> = candidates.iter().map(|i| batch[*i].dedupe_key.as_str()).collect();
+            let src: Vec<&str> = candidates
+                .iter()
+                .map(|i| batch[*i].source.as_str())
+                .collect();
+            let key: Vec<&str> = candidates
+                .iter()
+                .map(|i| batch[*i].dedupe_key.as_str())
+                .collect();
             let mid: Vec<&str> = candidates.iter().map(|i| batch[*i].id.as_str()).collect();
-            let cutoff: Vec<i64> = candidates.iter().map(|i| now - batch[*i].dedupe_window_ms).collect();
+            let cutoff: Vec<i64> = candidates
+                .iter()
+                .map(|i| now - batch[*i].dedupe_window_ms)
+                .collect();
             let rows = sqlx::query(
                 "INSERT INTO dedupe AS t (source, key, message_id, created_at) \
                  SELECT s, k, m, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(s, k, m) \
@@ -174,14 +190,20 @@ impl Store for PgStore {
             .bind(&cutoff)
             .fetch_all(&mut *tx)
             .await?;
-            let won_ids: std::collections::HashSet<String> =
-                rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect();
+            let won_ids: std::collections::HashSet<String> = rows
+                .iter()
+                .filter_map(|r| r.try_get::<String, _>(0).ok())
+                .collect();
             for i in &candidates {
                 if won_ids.contains(&batch[*i].id) {
                     won.insert(*i);
                 }
             }
-            let lost: Vec<usize> = candidates.iter().copied().filter(|i| !won.contains(i)).collect();
+            let lost: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|i| !won.contains(i))
+                .collect();
             if !lost.is_empty() {
                 let src: Vec<&str> = lost.iter().map(|i| batch[*i].source.as_str()).collect();
                 let key: Vec<&str> = lost.iter().map(|i| batch[*i].dedupe_key.as_str()).collect();
@@ -235,8 +257,10 @@ impl Store for PgStore {
             .bind(keep.iter().map(|m| m.events.as_str()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-            let ds: Vec<(&NewMessage, &NewDelivery)> =
-                keep.iter().flat_map(|m| m.deliveries.iter().map(move |d| (*m, d))).collect();
+            let ds: Vec<(&NewMessage, &NewDelivery)> = keep
+                .iter()
+                .flat_map(|m| m.deliveries.iter().map(move |d| (*m, d)))
+                .collect();
             if !ds.is_empty() {
                 sqlx::query(
                     "INSERT INTO deliveries (id, message_id, sink, status, attempts, next_attempt_at, \
@@ -251,7 +275,10 @@ impl Store for PgStore {
                 .bind(ds.iter().map(|(_, d)| d.events.as_str()).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -311,8 +338,10 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        let attempts: Vec<(&Completion, &AttemptRecord)> =
-            batch.iter().filter_map(|c| c.attempt.as_ref().map(|a| (c, a))).collect();
+        let attempts: Vec<(&Completion, &AttemptRecord)> = batch
+            .iter()
+            .filter_map(|c| c.attempt.as_ref().map(|a| (c, a)))
+            .collect();
         if !attempts.is_empty() {
             sqlx::query(
                 "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status, error, response) \
@@ -400,8 +429,9 @@ impl Store for PgStore {
     }
 
     async fn list_deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
-        let mut qb: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE TRUE"));
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE TRUE"
+        ));
         if let Some(s) = f.status {
             qb.push(" AND d.status = ").push_bind(s.as_str());
         }
@@ -417,7 +447,8 @@ impl Store for PgStore {
         if let Some(c) = &f.cursor {
             qb.push(" AND d.id < ").push_bind(c.clone());
         }
-        qb.push(" ORDER BY d.id DESC LIMIT ").push_bind(f.limit as i64);
+        qb.push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(f.limit as i64);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(delivery_row).collect()
     }
@@ -461,7 +492,10 @@ impl Store for PgStore {
                     });
                 }
             }
-            details.push(DeliveryDetail { delivery: row, attempts_log: log });
+            details.push(DeliveryDetail {
+                delivery: row,
+                attempts_log: log,
+            });
         }
         let body: Vec<u8> = m.try_get("body")?;
         let headers: String = m.try_get("headers")?;
@@ -493,14 +527,24 @@ impl Store for PgStore {
             self.notify().await;
             return Ok(RetryResult::Requeued);
         }
-        let exists: Option<String> = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(if exists.is_some() { RetryResult::InFlight } else { RetryResult::NotFound })
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(if exists.is_some() {
+            RetryResult::InFlight
+        } else {
+            RetryResult::NotFound
+        })
     }
 
-    async fn replay(&self, f: &ReplayFilter, now: i64) -> Result<u64, StoreError> {
+    async fn replay_with_progress(
+        &self,
+        f: &ReplayFilter,
+        now: i64,
+        progress: &ReplayProgress<'_>,
+    ) -> Result<u64, StoreError> {
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
             "SELECT d.id, d.events AS matched, m.events FROM deliveries d \
              JOIN messages m ON m.id = d.message_id WHERE d.status = ",
@@ -530,8 +574,10 @@ impl Store for PgStore {
             }
             ids.push(r.try_get::<String, _>("id")?);
         }
+        let total = ids.len() as u64;
+        progress(0, total);
         if f.dry_run {
-            return Ok(ids.len() as u64);
+            return Ok(total);
         }
         let mut requeued = 0;
         for chunk in ids.chunks(1000) {
@@ -546,6 +592,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+            progress(requeued, total);
         }
         if requeued > 0 {
             self.notify().await;
@@ -575,7 +622,10 @@ impl Store for PgStore {
             let sink: String = r.try_get("sink")?;
             let status: String = r.try_get("status")?;
             let n = r.try_get::<i64, _>("n")? as u64;
-            let e = out.entry(sink.clone()).or_insert_with(|| SinkStats { sink, ..Default::default() });
+            let e = out.entry(sink.clone()).or_insert_with(|| SinkStats {
+                sink,
+                ..Default::default()
+            });
             match status.as_str() {
                 "pending" => {
                     e.pending = n;
@@ -585,7 +635,8 @@ impl Store for PgStore {
                 "dead" => e.dead = n,
                 "delivered" => {
                     e.delivered = n;
-                    e.delivered_last_hour = r.try_get::<Option<i64>, _>("last_hour")?.unwrap_or(0) as u64;
+                    e.delivered_last_hour =
+                        r.try_get::<Option<i64>, _>("last_hour")?.unwrap_or(0) as u64;
                     e.last_success_at = r.try_get("last_ok")?;
                 }
                 _ => {}
@@ -645,7 +696,13 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn set_paused(&self, sink: &str, paused: bool, reason: Option<&str>, now: i64) -> Result<(), StoreError> {
+    async fn set_paused(
+        &self,
+        sink: &str,
+        paused: bool,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sink_state (sink, paused, reason, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (sink) DO UPDATE SET paused = excluded.paused, reason = excluded.reason, \
@@ -669,6 +726,11 @@ impl Store for PgStore {
         // Other relays may hold live leases in a shared database: expired
         // leases are reclaimed by the claim query, never released wholesale.
         Ok(0)
+    }
+
+    async fn close(&self) {
+        self.listener.abort();
+        self.pool.close().await;
     }
 
     async fn wait_for_work(&self) {

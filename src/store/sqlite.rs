@@ -13,8 +13,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::*;
@@ -26,7 +26,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
     // Held for the life of a serving relay: a second `serve` on the same file
     // is refused, which is what makes `recover` safe.
-    _lock: Option<File>,
+    lock: std::sync::Mutex<Option<File>>,
 }
 
 impl SqliteStore {
@@ -77,7 +77,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             reader,
-            _lock: lock,
+            lock: std::sync::Mutex::new(lock),
         })
     }
 
@@ -164,9 +164,12 @@ fn delivery_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow, StoreError> 
         sink: r.try_get("sink")?,
         status,
         attempts: r.try_get::<i64, _>("attempts")? as u32,
-        last_status: r.try_get::<Option<i64>, _>("last_status")?.map(|v| v as i32),
+        last_status: r
+            .try_get::<Option<i64>, _>("last_status")?
+            .map(|v| v as i32),
         last_error: r.try_get("last_error")?,
-        next_attempt_at: matches!(status, Status::Pending | Status::InFlight).then(|| rfc3339(next)),
+        next_attempt_at: matches!(status, Status::Pending | Status::InFlight)
+            .then(|| rfc3339(next)),
         created_at: rfc3339(r.try_get("created_at")?),
         updated_at: rfc3339(r.try_get("updated_at")?),
     })
@@ -177,7 +180,11 @@ const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.sink, d.status, d.attempts
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn ingest(&self, batch: &[NewMessage], now: i64) -> Result<Vec<IngestOutcome>, StoreError> {
+    async fn ingest(
+        &self,
+        batch: &[NewMessage],
+        now: i64,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut tx = WriteTx::begin(&self.writer).await?;
         let mut out = Vec::with_capacity(batch.len());
         for m in batch {
@@ -414,7 +421,8 @@ impl Store for SqliteStore {
         if let Some(c) = &f.cursor {
             qb.push(" AND d.id < ").push_bind(c.clone());
         }
-        qb.push(" ORDER BY d.id DESC LIMIT ").push_bind(f.limit as i64);
+        qb.push(" ORDER BY d.id DESC LIMIT ")
+            .push_bind(f.limit as i64);
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter().map(delivery_row).collect()
     }
@@ -474,7 +482,8 @@ impl Store for SqliteStore {
             headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::Null),
             body_bytes: body.len(),
             body: String::from_utf8(body).ok(),
-            events: serde_json::from_str(&events).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            events: serde_json::from_str(&events)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             deliveries: details,
         }))
     }
@@ -492,10 +501,11 @@ impl Store for SqliteStore {
         if done.rows_affected() == 1 {
             return Ok(RetryResult::Requeued);
         }
-        let exists: Option<String> = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await?;
         Ok(if exists.is_some() {
             RetryResult::InFlight
         } else {
@@ -503,7 +513,12 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn replay(&self, f: &ReplayFilter, now: i64) -> Result<u64, StoreError> {
+    async fn replay_with_progress(
+        &self,
+        f: &ReplayFilter,
+        now: i64,
+        progress: &ReplayProgress<'_>,
+    ) -> Result<u64, StoreError> {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT d.id, d.events AS matched, m.events FROM deliveries d \
              JOIN messages m ON m.id = d.message_id WHERE d.status = ",
@@ -533,8 +548,10 @@ impl Store for SqliteStore {
             }
             ids.push(r.try_get::<String, _>("id")?);
         }
+        let total = ids.len() as u64;
+        progress(0, total);
         if f.dry_run {
-            return Ok(ids.len() as u64);
+            return Ok(total);
         }
         let mut requeued = 0;
         // Chunks keep each write transaction short, so ingress is never
@@ -557,6 +574,7 @@ impl Store for SqliteStore {
             }
             qb.push(")");
             requeued += qb.build().execute(&self.writer).await?.rows_affected();
+            progress(requeued, total);
         }
         Ok(requeued)
     }
@@ -596,7 +614,8 @@ impl Store for SqliteStore {
                 "dead" => e.dead = n,
                 "delivered" => {
                     e.delivered = n;
-                    e.delivered_last_hour = r.try_get::<Option<i64>, _>("last_hour")?.unwrap_or(0) as u64;
+                    e.delivered_last_hour =
+                        r.try_get::<Option<i64>, _>("last_hour")?.unwrap_or(0) as u64;
                     e.last_success_at = r.try_get("last_ok")?;
                 }
                 _ => {}
@@ -683,8 +702,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+        // Dropping the file releases the serve lock: a relay started right
+        // after this one stopped must not find it still held.
+        if let Ok(mut l) = self.lock.lock() {
+            l.take();
+        }
+    }
+
     async fn recover(&self, now: i64) -> Result<u64, StoreError> {
-        if self._lock.is_none() {
+        if !self.lock.lock().map(|l| l.is_some()).unwrap_or(false) {
             return Ok(0);
         }
         let n = sqlx::query(

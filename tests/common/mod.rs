@@ -48,7 +48,9 @@ impl Backend {
             Kind::Sqlite => format!("sqlite://{}/relay.db", dir.path().display()),
             Kind::Postgres => {
                 let Ok(base) = std::env::var("HOOKRELAY_TEST_POSTGRES_URL") else {
-                    eprintln!("SKIPPED: HOOKRELAY_TEST_POSTGRES_URL is not set; Postgres variant not run");
+                    eprintln!(
+                        "SKIPPED: HOOKRELAY_TEST_POSTGRES_URL is not set; Postgres variant not run"
+                    );
                     return None;
                 };
                 fresh_pg_database(&base).await
@@ -62,7 +64,9 @@ impl Backend {
 /// returns its URL, so tests run in parallel without sharing tables.
 pub async fn fresh_pg_database(base: &str) -> String {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(base).await.expect("connect to Postgres");
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .expect("connect to Postgres");
     let name = format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
@@ -173,7 +177,13 @@ pub async fn spawn_app_text(backend: Backend, text: &str, opts: RelayOptions) ->
         ingress: format!("http://{}", relay.ingress_addr),
         admin: format!("http://{}", relay.admin_addr),
         relay: Some(relay),
-        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        // Shorter than the listeners' 1 s header read timeout, so the client never
+        // reuses a keep-alive connection the server is just closing.
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
         backend,
     }
 }
@@ -183,8 +193,16 @@ impl TestApp {
         self.relay.as_ref().unwrap()
     }
 
-    pub async fn post(&self, source: &str, body: impl Into<Vec<u8>>, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.post(format!("{}/hooks/{source}", self.ingress)).body(body.into());
+    pub async fn post(
+        &self,
+        source: &str,
+        body: impl Into<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}/hooks/{source}", self.ingress))
+            .body(body.into());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -196,7 +214,10 @@ impl TestApp {
         self.post(
             "portal",
             body.to_vec(),
-            &[("content-type", "application/json"), ("secret", PORTAL_SECRET)],
+            &[
+                ("content-type", "application/json"),
+                ("secret", PORTAL_SECRET),
+            ],
         )
         .await
     }
@@ -240,8 +261,11 @@ impl TestApp {
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/arcgis/{name}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    std::fs::read(format!(
+        "{}/tests/fixtures/arcgis/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 pub fn hmac(key: &str, data: &[u8]) -> Vec<u8> {
@@ -253,7 +277,10 @@ pub fn hmac(key: &str, data: &[u8]) -> Vec<u8> {
 
 /// `sha256=<base64>`: the form of Esri's samples.
 pub fn esri_signature(key: &str, data: &[u8]) -> String {
-    format!("sha256={}", base64::engine::general_purpose::STANDARD.encode(hmac(key, data)))
+    format!(
+        "sha256={}",
+        base64::engine::general_purpose::STANDARD.encode(hmac(key, data))
+    )
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.
@@ -295,7 +322,10 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -312,10 +342,18 @@ pub struct TestSink {
     inner: Arc<Mutex<SinkInner>>,
 }
 
-async fn sink_handler(State(inner): State<Arc<Mutex<SinkInner>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn sink_handler(
+    State(inner): State<Arc<Mutex<SinkInner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let reply = {
         let mut i = inner.lock().unwrap();
-        i.received.push(Received { headers, body, at: Instant::now() });
+        i.received.push(Received {
+            headers,
+            body,
+            at: Instant::now(),
+        });
         i.script.pop_front().unwrap_or(Reply::Ok)
     };
     match reply {
@@ -367,7 +405,10 @@ impl TestSink {
     }
 
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        eventually(timeout, &format!("{n} requests at the sink"), || async { self.count() >= n }).await;
+        eventually(timeout, &format!("{n} requests at the sink"), || async {
+            self.count() >= n
+        })
+        .await;
         self.received()
     }
 }

@@ -58,12 +58,14 @@ impl RelayProcess {
         });
         let (mut ingress, mut admin) = (None, None);
         while ingress.is_none() || admin.is_none() {
-            let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-                panic!(
-                    "relay did not start: {}",
-                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
-                )
-            });
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "relay did not start: {}",
+                        std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                    )
+                });
             if let Some(a) = line.strip_prefix("hookrelay: ingress listening on ") {
                 ingress = Some(a.to_string());
             }

@@ -1,0 +1,92 @@
+//! `notebook`: an ArcGIS Notebook Server webhook receiver (11.4+), so
+//! ArcGIS events start notebooks through the relay. The receiver checks a
+//! Base64 HMAC-SHA256 of the body under its 32-character secret in the
+//! signature header it was created with; the relay sends the original
+//! body, re-signed with that secret, in that header.
+
+use base64::Engine;
+
+use super::{HttpKind, Outbound};
+use crate::config::{ConfigError, SinkConfig};
+use crate::ingress::signature::hmac_sha256;
+use crate::store::Claimed;
+
+/// The header Notebook Server receivers check unless created with another.
+pub const DEFAULT_HEADER: &str = "x-esrihook-signature";
+/// Notebook Server's secret length.
+pub const SECRET_CHARS: usize = 32;
+
+/// The `notebook` kind.
+pub struct Notebook {
+    key: Vec<u8>,
+    header: String,
+    prefix: String,
+}
+
+/// Checks a receiver secret: exactly 32 characters, as Notebook Server requires.
+pub fn check_secret(secret: Option<&crate::config::Secret>) -> Result<&[u8], String> {
+    let s = secret.ok_or("a notebook sink needs the receiver's secret")?;
+    let n = s.expose().chars().count();
+    if n != SECRET_CHARS {
+        return Err(format!(
+            "a notebook secret must be exactly {SECRET_CHARS} characters (this one has {n})"
+        ));
+    }
+    Ok(s.expose().as_bytes())
+}
+
+impl Notebook {
+    /// From the sink's config.
+    pub fn new(key: &str, c: &SinkConfig) -> Result<Notebook, ConfigError> {
+        let secret = check_secret(c.secret.as_ref()).map_err(|m| ConfigError::Invalid {
+            key: format!("{key}.secret"),
+            message: m,
+        })?;
+        Ok(Notebook {
+            key: secret.to_vec(),
+            header: c
+                .signature_header
+                .clone()
+                .unwrap_or_else(|| DEFAULT_HEADER.to_string()),
+            prefix: c.signature_prefix.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The signature header's value for `body`.
+    pub fn signature(&self, body: &[u8]) -> String {
+        let mac = hmac_sha256(&self.key, body);
+        format!(
+            "{}{}",
+            self.prefix,
+            base64::engine::general_purpose::STANDARD.encode(mac)
+        )
+    }
+}
+
+impl HttpKind for Notebook {
+    fn render(&self, d: &Claimed) -> Result<Outbound, String> {
+        Ok(Outbound {
+            method: ::http::Method::POST,
+            headers: vec![
+                ("content-type".into(), d.content_type.clone()),
+                ("webhook-id".into(), d.id.clone()),
+                (self.header.clone(), self.signature(&d.body)),
+            ],
+            body: d.body.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn secret_must_be_32_characters() {
+        assert!(check_secret(Some(&Secret::new("a".repeat(32)))).is_ok());
+        let e = check_secret(Some(&Secret::new("a".repeat(31)))).unwrap_err();
+        assert!(e.contains("exactly 32") && !e.contains("aaaa"), "{e}");
+        assert!(check_secret(None).is_err());
+    }
+}

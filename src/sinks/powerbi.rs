@@ -1,0 +1,176 @@
+//! `powerbi`: rows into a Power BI dataset, one row per matched event with
+//! fixed columns ([`COLUMNS`]), every value text no longer than 4,000
+//! characters.
+//!
+//! Two modes, chosen by the config: a push URL (`.../rows?key=...`, no
+//! `token`) takes a bare JSON array of rows; the REST API
+//! (`/v1.0/myorg/datasets/{id}/tables/{table}/rows` with `token`) takes
+//! `{"rows": [...]}` and a bearer token.
+//!
+//! Batching: each delivery is one request carrying all its rows (a webhook
+//! payload has a handful of events, far below Power BI's 10,000 rows per
+//! request). Deliveries are not merged across messages, because each
+//! delivery's outcome is recorded on its own; the default rate limit of
+//! 2 requests/s keeps a sink within Power BI's 120 requests per minute.
+
+use serde_json::{Map, Value};
+
+use super::{answer_word, Answer, HttpKind, Outbound};
+use crate::config::{Secret, SinkConfig};
+use crate::event::EventOrigin;
+use crate::store::Claimed;
+
+/// The columns of every row, in order. The dataset's table must have
+/// exactly these: `when` is a DateTime, the rest are text.
+pub const COLUMNS: [&str; 10] = [
+    "when",
+    "source",
+    "operation",
+    "id",
+    "username",
+    "webhook",
+    "portal_url",
+    "uri",
+    "service",
+    "change_type",
+];
+/// Power BI's longest text value.
+pub const MAX_VALUE_CHARS: usize = 4000;
+/// Power BI's most rows per request.
+pub const MAX_ROWS: usize = 10_000;
+
+/// The `powerbi` kind.
+pub struct PowerBi {
+    token: Option<Secret>,
+}
+
+impl PowerBi {
+    /// From the sink's config: REST mode when it has a `token`.
+    pub fn new(c: &SinkConfig) -> PowerBi {
+        PowerBi {
+            token: c.token.clone(),
+        }
+    }
+}
+
+/// Text cut to Power BI's limit, on a character boundary.
+fn cell(s: &str) -> Value {
+    Value::String(s.chars().take(MAX_VALUE_CHARS).collect())
+}
+
+/// One flat row per matched event. Missing values are empty strings, so
+/// every row has every column with one type.
+pub fn rows(d: &Claimed) -> Vec<Map<String, Value>> {
+    d.matched_events()
+        .into_iter()
+        .map(|e| {
+            let opt = |v: &Option<String>| cell(v.as_deref().unwrap_or(""));
+            let change_type = if e.origin == EventOrigin::Service {
+                e.operation.as_str()
+            } else {
+                ""
+            };
+            let mut row = Map::new();
+            row.insert(
+                "when".into(),
+                Value::String(crate::store::rfc3339(e.when.unwrap_or(d.received_at))),
+            );
+            row.insert("source".into(), cell(&e.source));
+            row.insert("operation".into(), cell(&e.operation));
+            row.insert("id".into(), cell(&e.id));
+            row.insert("username".into(), opt(&e.username));
+            row.insert("webhook".into(), opt(&e.webhook));
+            row.insert("portal_url".into(), opt(&e.portal_url));
+            row.insert("uri".into(), cell(&e.uri));
+            row.insert("service".into(), opt(&e.service));
+            row.insert("change_type".into(), cell(change_type));
+            row
+        })
+        .collect()
+}
+
+impl PowerBi {
+    /// The request body: a bare array (push URL) or `{"rows": [...]}` (REST).
+    pub fn body(&self, d: &Claimed) -> Result<Value, String> {
+        let rows = rows(d);
+        if rows.len() > MAX_ROWS {
+            return Err(format!(
+                "{} rows, over Power BI's {MAX_ROWS} per request",
+                rows.len()
+            ));
+        }
+        let rows = Value::Array(rows.into_iter().map(Value::Object).collect());
+        Ok(match self.token {
+            Some(_) => serde_json::json!({ "rows": rows }),
+            None => rows,
+        })
+    }
+}
+
+impl HttpKind for PowerBi {
+    fn render(&self, d: &Claimed) -> Result<Outbound, String> {
+        let body = serde_json::to_vec(&self.body(d)?).map_err(|e| e.to_string())?;
+        let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+        if let Some(t) = &self.token {
+            headers.push(("authorization".into(), format!("Bearer {}", t.expose())));
+        }
+        Ok(Outbound {
+            method: ::http::Method::POST,
+            headers,
+            body,
+        })
+    }
+
+    /// Power BI's errors are `{"error": {"code": "ItemNotFound", ...}}`.
+    fn describe(&self, a: &Answer) -> Option<String> {
+        serde_json::from_slice::<Value>(&a.body)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/error/code")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .or_else(|| answer_word(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::sample::{claimed, Sample};
+
+    #[test]
+    fn rows_have_exactly_the_columns() {
+        let r = rows(&claimed(Sample::Service, "server", "d"));
+        assert_eq!(r.len(), 1);
+        let keys: Vec<&str> = r[0].keys().map(String::as_str).collect();
+        assert_eq!(keys, COLUMNS);
+        assert_eq!(r[0]["change_type"], "FeaturesCreated");
+        assert_eq!(r[0]["when"], "2024-10-31T14:41:44.000Z");
+    }
+
+    #[test]
+    fn long_values_are_cut_to_4000_characters() {
+        let mut d = claimed(Sample::Portal, "portal", "d");
+        d.events[0].id = "é".repeat(5000);
+        let r = rows(&d);
+        assert_eq!(
+            r[0]["id"].as_str().unwrap().chars().count(),
+            MAX_VALUE_CHARS
+        );
+    }
+
+    #[test]
+    fn rest_mode_wraps_rows_and_sends_the_token() {
+        let c: SinkConfig = toml::from_str("name = \"p\"\nkind = \"powerbi\"\nurl = \"https://api.powerbi.com/v1.0/myorg/datasets/d/tables/t/rows\"\ntoken = \"tok\"").unwrap();
+        let out = PowerBi::new(&c)
+            .render(&claimed(Sample::Portal, "portal", "d"))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert!(v["rows"].is_array());
+        assert!(out
+            .headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v == "Bearer tok"));
+    }
+}

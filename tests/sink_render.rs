@@ -1,0 +1,152 @@
+//! Snapshot tests: the body every sink kind renders for every ArcGIS
+//! fixture. A change in wording or shape shows up as a snapshot diff to
+//! review, not as a surprise in someone's channel.
+
+use hookrelay::config::SinkConfig;
+use hookrelay::ingress::payload::{extract_form, normalise, parse_json};
+use hookrelay::sinks::email::Email;
+use hookrelay::sinks::notebook::Notebook;
+use hookrelay::sinks::power_automate::PowerAutomate;
+use hookrelay::sinks::powerbi::PowerBi;
+use hookrelay::sinks::slack::Slack;
+use hookrelay::sinks::teams::Teams;
+use hookrelay::sinks::HttpKind;
+use hookrelay::store::Claimed;
+use serde_json::Value;
+
+const FIXTURES: [&str; 8] = [
+    "portal-group-update.json",
+    "portal-item-share.json",
+    "portal-group-addusers.json",
+    "portal-user-role.json",
+    "server-feature-created.json",
+    "server-gp-job.json",
+    "online-hosted-layer.json",
+    "online-hosted-layer.form",
+];
+
+/// A delivery of a fixture with every event matched and fixed ids and times.
+fn claimed(name: &str) -> Claimed {
+    let raw = std::fs::read(format!(
+        "{}/tests/fixtures/arcgis/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let (json, content_type) = if name.ends_with(".form") {
+        (
+            extract_form(raw.trim_ascii_end()).unwrap().json,
+            "application/x-www-form-urlencoded",
+        )
+    } else {
+        (raw.clone(), "application/json")
+    };
+    let events = normalise(&parse_json(&json).unwrap(), false).unwrap();
+    Claimed {
+        id: "0193a0c0-0000-7000-8000-000000000001".into(),
+        lease_token: String::new(),
+        sink: "out".into(),
+        attempts: 0,
+        cycle_started_at: 1_730_400_000_000,
+        message_id: "0193a0c0-0000-7000-8000-000000000000".into(),
+        source: if name.starts_with("portal") {
+            "portal"
+        } else {
+            "server"
+        }
+        .into(),
+        received_at: 1_730_400_000_000,
+        content_type: content_type.into(),
+        body: raw,
+        matched: (0..events.len()).collect(),
+        events,
+    }
+}
+
+fn sink(kind: &str, extra: &str) -> SinkConfig {
+    toml::from_str(&format!(
+        "name = \"out\"\nkind = \"{kind}\"\nurl = \"https://example.org/hook?key=k\"\n{extra}"
+    ))
+    .unwrap()
+}
+
+fn body(kind: &dyn HttpKind, d: &Claimed) -> Value {
+    serde_json::from_slice(&kind.render(d).unwrap().body).unwrap()
+}
+
+fn snap_name(kind: &str, fixture: &str) -> String {
+    format!("{kind}__{}", fixture.replace('.', "_"))
+}
+
+#[test]
+fn slack_bodies() {
+    let k = Slack::new("sinks[0]", &sink("slack", "")).unwrap();
+    for f in FIXTURES {
+        insta::assert_json_snapshot!(snap_name("slack", f), body(&k, &claimed(f)));
+    }
+}
+
+#[test]
+fn teams_bodies() {
+    let k = Teams::new("sinks[0]", &sink("teams", "")).unwrap();
+    for f in FIXTURES {
+        insta::assert_json_snapshot!(snap_name("teams", f), body(&k, &claimed(f)));
+    }
+}
+
+#[test]
+fn powerbi_push_rows() {
+    let k = PowerBi::new(&sink("powerbi", ""));
+    for f in FIXTURES {
+        insta::assert_json_snapshot!(snap_name("powerbi", f), body(&k, &claimed(f)));
+    }
+}
+
+#[test]
+fn power_automate_bodies() {
+    let k = PowerAutomate::new(&sink("power-automate", "")).unwrap();
+    for f in FIXTURES {
+        insta::assert_json_snapshot!(snap_name("power_automate", f), body(&k, &claimed(f)));
+    }
+}
+
+#[test]
+fn notebook_requests() {
+    let k = Notebook::new(
+        "sinks[0]",
+        &sink("notebook", "secret = \"0123456789abcdef0123456789abcdef\""),
+    )
+    .unwrap();
+    for f in FIXTURES {
+        let d = claimed(f);
+        let out = k.render(&d).unwrap();
+        assert_eq!(out.body, d.body, "the notebook gets the original bytes");
+        let headers: Vec<String> = out
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        insta::assert_snapshot!(snap_name("notebook", f), headers.join("\n"));
+    }
+}
+
+#[test]
+fn email_messages() {
+    let c = sink(
+        "email",
+        "from = \"relay@example.org\"\nto = [\"gis@example.org\"]",
+    );
+    let mut c = c;
+    c.url = "smtp://mail.example.org".into();
+    let policy = c.policy(&Default::default());
+    let k = Email::new("sinks[0]", &c, &policy).unwrap();
+    for f in FIXTURES {
+        let r = k.render(&claimed(f)).unwrap();
+        let text = format!(
+            "Subject: {}\n\n----- text -----\n{}\n----- html -----\n{}",
+            r.subject,
+            r.text,
+            r.html.unwrap_or_default()
+        );
+        insta::assert_snapshot!(snap_name("email", f), text);
+    }
+}
