@@ -46,6 +46,7 @@ both_stores!(
     resent_payload_is_a_duplicate,
     store_failure_answers_503_then_recovers,
     slow_client_does_not_block_others,
+    overload_is_shed_with_503,
 );
 
 async fn portal_secret_header_accepts_every_portal_fixture(b: Backend) {
@@ -632,5 +633,28 @@ async fn slow_client_does_not_block_others(b: Backend) {
         read.is_ok(),
         "the slow header is cut off by the header read timeout"
     );
+    app.stop().await;
+}
+
+async fn overload_is_shed_with_503(b: Backend) {
+    let sink = TestSink::start().await;
+    let text = config_text(&b.url, &http_sink("all", &sink, ""))
+        .replace("max_body_bytes = 65536", "max_body_bytes = 65536\nmax_concurrency = 1");
+    let app = spawn_app_text(b, &text, test_options()).await;
+    let addr = app.relay().ingress_addr;
+    // One request holds the only slot while its body trickles in.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /hooks/portal HTTP/1.1\r\nhost: x\r\nsecret: portal-secret-1\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = app.post_portal(&fixture("portal-user-role.json")).await;
+    assert_eq!(r.status(), 503, "shed, not queued");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "overloaded");
+    // When the slot frees (the slow body times out), service resumes.
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    let r = app.post_portal(&fixture("portal-user-role.json")).await;
+    assert_eq!(r.status(), 200);
     app.stop().await;
 }
