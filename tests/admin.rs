@@ -20,6 +20,7 @@ both_stores!(
     replay_by_sink_status_event_and_dry_run,
     pause_and_resume_survive_a_restart,
     openapi_describes_every_route,
+    replay_reports_progress_per_chunk,
 );
 
 /// Every `/api/v1` route that needs the token, with an example path.
@@ -598,5 +599,72 @@ async fn openapi_describes_every_route(b: Backend) {
             );
         }
     }
+    app.stop().await;
+}
+
+async fn replay_reports_progress_per_chunk(b: Backend) {
+    use hookrelay::store::{now_ms, NewDelivery, NewMessage, ReplayFilter, Status};
+    use std::sync::Mutex;
+    let sink = TestSink::start().await;
+    let opts = hookrelay::app::RelayOptions {
+        dispatch: false,
+        ..test_options()
+    };
+    let app = spawn_app_with(b, &http_sink("out", &sink, ""), opts).await;
+    let store = app.relay().store.clone();
+    let now = now_ms();
+    let batch: Vec<NewMessage> = (0..1200)
+        .map(|i| NewMessage {
+            id: hookrelay::store::new_id(),
+            source: "portal".into(),
+            received_at: now,
+            content_type: "application/json".into(),
+            headers: "{}".into(),
+            body: b"{}".to_vec(),
+            events: "[]".into(),
+            dedupe_key: format!("k{i}"),
+            dedupe_window_ms: 0,
+            deliveries: vec![NewDelivery {
+                id: hookrelay::store::new_id(),
+                sink: "out".into(),
+                events: "[]".into(),
+            }],
+        })
+        .collect();
+    store.ingest(&batch, now).await.unwrap();
+    exec_sql(&app.backend, "UPDATE deliveries SET status = 'dead'").await;
+    let filter = ReplayFilter {
+        status: Status::Dead,
+        sink: Some("out".into()),
+        source: None,
+        since: None,
+        until: None,
+        event: None,
+        dry_run: false,
+    };
+    let calls = Mutex::new(Vec::new());
+    let progress = |done: u64, total: u64| calls.lock().unwrap().push((done, total));
+    let n = store
+        .replay_with_progress(&filter, now_ms(), &progress)
+        .await
+        .unwrap();
+    assert_eq!(n, 1200);
+    let calls = calls.into_inner().unwrap();
+    assert_eq!(calls.first(), Some(&(0, 1200)), "{calls:?}");
+    assert_eq!(calls.last(), Some(&(1200, 1200)), "{calls:?}");
+    assert!(calls.len() >= 3, "one call per chunk: {calls:?}");
+    assert!(calls.windows(2).all(|w| w[0].0 <= w[1].0), "{calls:?}");
+    // A dry run reports what it counted, once.
+    let dry = ReplayFilter {
+        dry_run: true,
+        ..filter
+    };
+    let seen = Mutex::new(Vec::new());
+    let n = store
+        .replay_with_progress(&dry, now_ms(), &|d, t| seen.lock().unwrap().push((d, t)))
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing is dead any more");
+    assert_eq!(seen.into_inner().unwrap(), vec![(0, 0)]);
     app.stop().await;
 }

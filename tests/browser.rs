@@ -76,7 +76,9 @@ async fn status_page_in_chromium() {
     ]
     .join("\n");
     let app = spawn_app(b, &extra).await;
-    let r = app.admin_post("/api/v1/sinks/gis-team/pause", serde_json::json!({})).await;
+    let r = app
+        .admin_post("/api/v1/sinks/gis-team/pause", serde_json::json!({}))
+        .await;
     assert_eq!(r.status(), 200);
     app.post_portal(&fixture("portal-item-share.json")).await;
     eventually(Duration::from_secs(10), "a dead delivery", || async {

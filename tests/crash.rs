@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,25 +92,9 @@ async fn sigkill_mid_stream_loses_no_acknowledged_message(b: Backend) {
     }
     let acked: HashSet<String> = acked.lock().unwrap().clone();
     // Every acknowledged message reaches the sink.
-    eventually(
-        Duration::from_secs(60),
-        "every acknowledged message delivered",
-        || async {
-            let seen: HashSet<String> = sink
-                .received()
-                .iter()
-                .map(|r| r.header("x-hookrelay-message").to_string())
-                .collect();
-            acked.is_subset(&seen)
-        },
-    )
-    .await;
-    let mut per_message: HashMap<String, usize> = HashMap::new();
-    for r in sink.received() {
-        *per_message
-            .entry(r.header("x-hookrelay-message").to_string())
-            .or_default() += 1;
-    }
+    sink.wait_for_messages(&acked, Duration::from_secs(60))
+        .await;
+    let per_message = sink.per_message();
     let duplicates: usize = per_message.values().map(|n| n - 1).sum();
     let unacked_delivered = per_message.keys().filter(|k| !acked.contains(*k)).count();
     let failed = *failed.lock().unwrap();

@@ -456,7 +456,10 @@ async fn ca_file_decides_whether_a_private_ca_is_trusted() {
     // The recorded error says the connection failed, and why: the
     // administrator's hint to set ca_file.
     assert!(dead[0].1.contains("connection failed"), "{dead:?}");
-    assert!(dead[0].1.to_ascii_lowercase().contains("certificate"), "{dead:?}");
+    assert!(
+        dead[0].1.to_ascii_lowercase().contains("certificate"),
+        "{dead:?}"
+    );
     wait_status(&relay, "with-ca", "delivered").await;
     // Only the sink that trusts the CA got through.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,15 +19,6 @@ both_stores!(
     crash_loop_ten_sigkills_under_load,
     flapping_sinks_recover_with_nothing_dead
 );
-
-fn tally(sink: &TestSink) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for r in sink.received() {
-        *m.entry(r.header("x-hookrelay-message").to_string())
-            .or_default() += 1;
-    }
-    m
-}
 
 async fn crash_loop_ten_sigkills_under_load(b: Backend) {
     let sink = TestSink::start().await;
@@ -112,16 +103,8 @@ async fn crash_loop_ten_sigkills_under_load(b: Backend) {
     let acked = acked.lock().unwrap().clone();
     let sent = next.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
-    eventually(
-        Duration::from_secs(120),
-        "every acknowledged message delivered",
-        || async {
-            let t = tally(&sink);
-            acked.iter().all(|m| t.contains_key(m))
-        },
-    )
-    .await;
-    let t = tally(&sink);
+    sink.wait_for_messages(&acked, Duration::from_secs(120)).await;
+    let t = sink.per_message();
     let dups: usize = t.values().map(|n| n - 1).sum();
     let unacked = t.keys().filter(|k| !acked.contains(*k)).count();
     let lost = acked.iter().filter(|m| !t.contains_key(*m)).count();
@@ -528,19 +511,8 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
                 .to_string(),
         );
     }
-    eventually(
-        Duration::from_secs(30),
-        "everything acknowledged delivered",
-        || async {
-            let seen: HashSet<String> = sink
-                .received()
-                .iter()
-                .map(|r| r.header("x-hookrelay-message").to_string())
-                .collect();
-            acked.is_subset(&seen)
-        },
-    )
-    .await;
+    sink.wait_for_messages(&acked, Duration::from_secs(30))
+        .await;
     // Through a fresh connection: what is really in the file.
     assert_eq!(
         count_rows(&app.backend, "messages").await as usize,

@@ -638,8 +638,10 @@ async fn slow_client_does_not_block_others(b: Backend) {
 
 async fn overload_is_shed_with_503(b: Backend) {
     let sink = TestSink::start().await;
-    let text = config_text(&b.url, &http_sink("all", &sink, ""))
-        .replace("max_body_bytes = 65536", "max_body_bytes = 65536\nmax_concurrency = 1");
+    let text = config_text(&b.url, &http_sink("all", &sink, "")).replace(
+        "max_body_bytes = 65536",
+        "max_body_bytes = 65536\nmax_concurrency = 1",
+    );
     let app = spawn_app_text(b, &text, test_options()).await;
     let addr = app.relay().ingress_addr;
     // One request holds the only slot while its body trickles in.

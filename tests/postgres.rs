@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -101,15 +101,6 @@ async fn send_all(
     (a, f)
 }
 
-fn tally(sink: &TestSink) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for r in sink.received() {
-        *m.entry(r.header("x-hookrelay-message").to_string())
-            .or_default() += 1;
-    }
-    m
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_relays_share_the_work_without_double_claims() {
     let Some(b) = pg_backend().await else { return };
@@ -124,11 +115,11 @@ async fn two_relays_share_the_work_without_double_claims() {
     let (acked, failed) = send_all(targets, 600, |_| {}).await;
     assert_eq!((acked.len(), failed), (600, 0));
     eventually(Duration::from_secs(60), "all delivered", || async {
-        acked.iter().all(|m| tally(&sink).contains_key(m))
+        acked.iter().all(|m| sink.per_message().contains_key(m))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let t = tally(&sink);
+    let t = sink.per_message();
     let dups: usize = t.values().map(|n| n - 1).sum();
     eprintln!(
         "two relays, normal operation: 600 acknowledged, {} delivered, {dups} duplicates",
@@ -166,16 +157,8 @@ async fn sigkill_of_one_relay_hands_its_leases_to_the_other() {
     })
     .await;
     assert!(*killed.lock().unwrap());
-    eventually(
-        Duration::from_secs(90),
-        "every acknowledged message delivered",
-        || async {
-            let t = tally(&sink);
-            acked.iter().all(|m| t.contains_key(m))
-        },
-    )
-    .await;
-    let t = tally(&sink);
+    sink.wait_for_messages(&acked, Duration::from_secs(90)).await;
+    let t = sink.per_message();
     let dups: usize = t.values().map(|n| n - 1).sum();
     let unacked = t.keys().filter(|k| !acked.contains(*k)).count();
     eprintln!(
@@ -413,14 +396,6 @@ async fn postgres_stopping_answers_503_and_everything_resumes() {
                 .to_string(),
         );
     }
-    eventually(
-        Duration::from_secs(30),
-        "every acknowledged message delivered",
-        || async {
-            let t = tally(&sink);
-            acked.iter().all(|m| t.contains_key(m))
-        },
-    )
-    .await;
+    sink.wait_for_messages(&acked, Duration::from_secs(30)).await;
     drop(app);
 }

@@ -602,9 +602,10 @@ fn delivery_section(d: &crate::store::DeliveryDetail, csrf: &str, back: &str) ->
         .map(|t| format!(" · next attempt {}", time(t)))
         .unwrap_or_default();
     format!(
-        "<section class=\"delivery\" data-delivery=\"{}\"><h3>{} {}</h3>\
+        "<section class=\"delivery\" data-delivery=\"{}\" data-sink=\"{}\"><h3>{} {}</h3>\
          <p class=\"muted\">delivery <code>{}</code> · {} {} this cycle{next}</p>{retry}{attempts}</section>",
         esc(&r.id),
+        esc(&r.sink),
         esc(&r.sink),
         state_badge(r.status.as_str()),
         esc(&r.id),

@@ -404,6 +404,29 @@ impl TestSink {
         self.inner.lock().unwrap().received.len()
     }
 
+    /// How many times each message (by `x-hookrelay-message`) arrived.
+    pub fn per_message(&self) -> std::collections::HashMap<String, usize> {
+        let mut m = std::collections::HashMap::new();
+        for r in self.received() {
+            *m.entry(r.header("x-hookrelay-message").to_string())
+                .or_default() += 1;
+        }
+        m
+    }
+
+    /// Waits until every one of these message ids has arrived at least once.
+    pub async fn wait_for_messages(
+        &self,
+        ids: &std::collections::HashSet<String>,
+        timeout: Duration,
+    ) {
+        eventually(timeout, "every acknowledged message delivered", || async {
+            let seen = self.per_message();
+            ids.iter().all(|m| seen.contains_key(m))
+        })
+        .await;
+    }
+
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         eventually(timeout, &format!("{n} requests at the sink"), || async {
             self.count() >= n
