@@ -11,6 +11,7 @@
 //! lease ends and any worker claims it. Completion only counts when the
 //! token still matches, so a late worker cannot overwrite a newer claim.
 
+mod assemble;
 pub mod batch;
 mod model;
 pub mod postgres;

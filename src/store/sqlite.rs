@@ -450,42 +450,36 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_all(&self.reader)
         .await?;
-        let mut details = Vec::new();
-        for d in &deliveries {
-            let row = delivery_row(d)?;
-            let mut log = Vec::new();
-            for a in attempts.iter() {
-                if a.try_get::<String, _>("delivery_id")? == row.id {
-                    log.push(AttemptRecord {
+        let deliveries = deliveries
+            .iter()
+            .map(delivery_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let attempts = attempts
+            .iter()
+            .map(|a| {
+                Ok((
+                    a.try_get::<String, _>("delivery_id")?,
+                    AttemptRecord {
                         attempt: a.try_get::<i64, _>("attempt")? as u32,
                         started_at: a.try_get("started_at")?,
                         duration_ms: a.try_get("duration_ms")?,
                         status: a.try_get::<Option<i64>, _>("status")?.map(|v| v as i32),
                         error: a.try_get("error")?,
                         response: a.try_get("response")?,
-                    });
-                }
-            }
-            details.push(DeliveryDetail {
-                delivery: row,
-                attempts_log: log,
-            });
-        }
-        let body: Vec<u8> = m.try_get("body")?;
-        let headers: String = m.try_get("headers")?;
-        let events: String = m.try_get("events")?;
-        Ok(Some(MessageDetail {
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let m = assemble::MessageRow {
             id: m.try_get("id")?,
             source: m.try_get("source")?,
-            received_at: rfc3339(m.try_get("received_at")?),
+            received_at: m.try_get("received_at")?,
             content_type: m.try_get("content_type")?,
-            headers: serde_json::from_str(&headers).unwrap_or(serde_json::Value::Null),
-            body_bytes: body.len(),
-            body: String::from_utf8(body).ok(),
-            events: serde_json::from_str(&events)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            deliveries: details,
-        }))
+            headers: m.try_get("headers")?,
+            body: m.try_get("body")?,
+            events: m.try_get("events")?,
+        };
+        Ok(Some(assemble::message_detail(m, deliveries, attempts)?))
     }
 
     async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError> {
@@ -537,17 +531,17 @@ impl Store for SqliteStore {
             qb.push(" AND d.created_at < ").push_bind(t);
         }
         let rows = qb.build().fetch_all(&self.reader).await?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in &rows {
-            if let Some(p) = &f.event {
-                let matched: String = r.try_get("matched")?;
-                let events: String = r.try_get("events")?;
-                if !events_match(&events, &matched, p) {
-                    continue;
-                }
-            }
-            ids.push(r.try_get::<String, _>("id")?);
-        }
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("matched")?,
+                    r.try_get("events")?,
+                ))
+            })
+            .collect::<Result<Vec<(String, String, String)>, StoreError>>()?;
+        let ids = assemble::replay_ids(rows, f.event.as_ref());
         let total = ids.len() as u64;
         progress(0, total);
         if f.dry_run {
@@ -596,38 +590,24 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        let mut out: std::collections::BTreeMap<String, SinkStats> = Default::default();
-        for r in rows {
-            let sink: String = r.try_get("sink")?;
-            let status: String = r.try_get("status")?;
-            let n = r.try_get::<i64, _>("n")? as u64;
-            let e = out.entry(sink.clone()).or_insert_with(|| SinkStats {
-                sink,
-                ..Default::default()
-            });
-            match status.as_str() {
-                "pending" => {
-                    e.pending = n;
-                    e.oldest_pending_at = r.try_get("oldest")?;
-                }
-                "in_flight" => e.in_flight = n,
-                "dead" => e.dead = n,
-                "delivered" => {
-                    e.delivered = n;
-                    e.delivered_last_hour =
-                        r.try_get::<Option<i64>, _>("last_hour")?.unwrap_or(0) as u64;
-                    e.last_success_at = r.try_get("last_ok")?;
-                }
-                _ => {}
-            }
-        }
-        for r in errors {
-            let sink: String = r.try_get(0)?;
-            if let Some(e) = out.get_mut(&sink) {
-                e.last_error = r.try_get(1)?;
-            }
-        }
-        Ok(out.into_values().collect())
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(assemble::StatRow {
+                    sink: r.try_get("sink")?,
+                    status: r.try_get("status")?,
+                    n: r.try_get("n")?,
+                    oldest: r.try_get("oldest")?,
+                    last_hour: r.try_get("last_hour")?,
+                    last_ok: r.try_get("last_ok")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let errors = errors
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(assemble::fold_stats(rows, errors))
     }
 
     async fn purge(&self, c: &PurgeCutoffs) -> Result<PurgeCounts, StoreError> {
