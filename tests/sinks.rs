@@ -32,6 +32,7 @@ both_stores!(
     teams_legacy_429_inside_a_200_is_retried,
     powerbi_rows_push_and_rest,
     powerbi_errors_classify,
+    powerbi_batches_waiting_deliveries,
     power_automate_gets_json_and_sig_stays_secret,
     notebook_receiver_verifies_the_signature,
     template_from_file_overrides_the_body,
@@ -624,6 +625,41 @@ async fn powerbi_rows_push_and_rest(b: Backend) {
     rest.assert_all_valid();
     assert_eq!(got[0].json()["rows"].as_array().unwrap().len(), 2);
     wait_status(&app, "delivered", 2).await;
+    app.stop().await;
+}
+
+async fn powerbi_batches_waiting_deliveries(b: Backend) {
+    let push = Service::start(Rule::PowerBiPush {
+        key: "pushkey123".into(),
+    })
+    .await;
+    let app = spawn_app(b, &sink("bi", "powerbi", &push, "")).await;
+    // While paused, deliveries queue up; on resume they leave together.
+    let r = app
+        .admin_post("/api/v1/sinks/bi/pause", serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    for f in [
+        "portal-group-update.json",
+        "portal-item-share.json",
+        "portal-group-addusers.json",
+        "portal-user-role.json",
+    ] {
+        assert_eq!(app.post_portal(&fixture(f)).await.status(), 200);
+    }
+    let r = app
+        .admin_post("/api/v1/sinks/bi/resume", serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    wait_status(&app, "delivered", 4).await;
+    let got = push.wait_for(1).await;
+    push.assert_all_valid();
+    assert_eq!(got.len(), 1, "one request for the four waiting deliveries");
+    assert_eq!(
+        got[0].json().as_array().unwrap().len(),
+        5,
+        "every matched event is a row"
+    );
     app.stop().await;
 }
 

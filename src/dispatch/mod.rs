@@ -162,7 +162,11 @@ impl SinkSet {
 
 /// Claims this many per round trip: enough to keep `concurrency` attempts
 /// busy between refills, few enough that a lease covers the batch.
-fn claim_batch(p: &DeliveryPolicy) -> usize {
+fn claim_batch(p: &DeliveryPolicy, batching: bool) -> usize {
+    if batching {
+        // Few requests, each carrying many deliveries.
+        return 1000;
+    }
     let mut n = (p.concurrency * 4).clamp(1, 256);
     if let Some(rate) = p.rate_limit {
         // A rate-limited sink sends slowly; a big batch would sit leased.
@@ -179,6 +183,26 @@ fn lease_for(p: &DeliveryPolicy, batch: usize) -> Duration {
         .map(|r| Duration::from_secs_f64(batch as f64 / r))
         .unwrap_or_default();
     p.timeout * rounds + waiting + Duration::from_secs(10)
+}
+
+/// Takes the next request's worth of deliveries: one, or — for a sink that
+/// batches — as many as fit in `max_rows` rows (each delivery brings the
+/// events it matched; one oversized delivery still goes alone).
+fn take_batch(buf: &mut VecDeque<Claimed>, max_rows: usize) -> Vec<Claimed> {
+    let mut batch = Vec::new();
+    let mut rows = 0;
+    while let Some(d) = buf.front() {
+        let n = d.matched.len().max(1);
+        if !batch.is_empty() && (max_rows <= 1 || rows + n > max_rows) {
+            break;
+        }
+        rows += n;
+        batch.extend(buf.pop_front());
+        if max_rows <= 1 {
+            break;
+        }
+    }
+    batch
 }
 
 /// The delivery engine. Cheap to share; [`Dispatcher::run`] drives it.
@@ -233,13 +257,22 @@ impl Dispatcher {
     }
 
     async fn sink_loop(self: Arc<Self>, rt: Arc<SinkRuntime>, cancel: CancellationToken) {
-        let batch = claim_batch(&rt.policy);
-        let lease = lease_for(&rt.policy, batch).as_millis() as i64;
+        let batching = rt.sink.max_batch_rows() > 1;
+        let batch = claim_batch(&rt.policy, batching);
+        let lease = lease_for(
+            &rt.policy,
+            if batching {
+                rt.policy.concurrency * 2
+            } else {
+                batch
+            },
+        )
+        .as_millis() as i64;
         let concurrency = rt.policy.concurrency;
         let names = [rt.name.clone()];
         let mut buf: VecDeque<Claimed> = VecDeque::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, Lease> = HashMap::new();
+        let mut running: HashMap<tokio::task::Id, Vec<Lease>> = HashMap::new();
         // Set when the last claim came back short: the queue is empty, so
         // wait for a wake-up or a timer before asking again.
         let mut drained = false;
@@ -288,18 +321,22 @@ impl Dispatcher {
                 }
             }
             while tasks.len() < concurrency && !rt.paused() {
-                let Some(d) = buf.pop_front() else { break };
-                let l = d.lease();
+                let batch = take_batch(&mut buf, rt.sink.max_batch_rows());
+                if batch.is_empty() {
+                    break;
+                }
+                let leases: Vec<Lease> = batch.iter().map(Claimed::lease).collect();
                 let me = self.clone();
                 let r = rt.clone();
                 let h = tasks.spawn(async move {
-                    let c = me.attempt(&r, d, None).await;
-                    if let Err(e) = me.completions.submit_wait(c).await {
-                        // The lease will expire and the delivery be tried again.
-                        tracing::warn!(sink = %r.name, error = %e, "cannot record an attempt");
+                    for c in me.attempt(&r, batch, None).await {
+                        if let Err(e) = me.completions.submit_wait(c).await {
+                            // The lease will expire and the delivery be tried again.
+                            tracing::warn!(sink = %r.name, error = %e, "cannot record an attempt");
+                        }
                     }
                 });
-                running.insert(h.id(), l);
+                running.insert(h.id(), leases);
             }
             let wait = if let (true, Some(t)) = (rt.circuit_open(), rt.reopen_at()) {
                 Duration::from_millis((t - now_ms()).max(0) as u64).min(self.poll_interval)
@@ -337,7 +374,7 @@ impl Dispatcher {
         rt: &SinkRuntime,
         buf: VecDeque<Claimed>,
         mut tasks: JoinSet<()>,
-        mut running: HashMap<tokio::task::Id, Lease>,
+        mut running: HashMap<tokio::task::Id, Vec<Lease>>,
     ) {
         let mut leases: Vec<Lease> = buf.iter().map(Claimed::lease).collect();
         let deadline = tokio::time::sleep(self.shutdown_grace);
@@ -356,7 +393,7 @@ impl Dispatcher {
                 }
             }
         }
-        leases.extend(running.into_values());
+        leases.extend(running.into_values().flatten());
         if !leases.is_empty() {
             match self.store.release(&leases, now_ms()).await {
                 Ok(()) => {
@@ -423,62 +460,76 @@ impl Dispatcher {
         }
     }
 
-    /// Makes one attempt and decides the delivery's next state. `clock` is
-    /// the time to schedule from (tests pass their own; `None` is now).
-    async fn attempt(&self, rt: &SinkRuntime, d: Claimed, clock: Option<i64>) -> Completion {
+    /// Makes one attempt — one request carrying one delivery, or several
+    /// for a sink that batches — and decides each delivery's next state.
+    /// `clock` is the time to schedule from (tests pass their own; `None`
+    /// is now).
+    async fn attempt(
+        &self,
+        rt: &SinkRuntime,
+        batch: Vec<Claimed>,
+        clock: Option<i64>,
+    ) -> Vec<Completion> {
         if let Some(l) = &rt.limiter {
             l.acquire().await;
         }
         let started_at = clock.unwrap_or_else(now_ms);
         let t0 = Instant::now();
-        let outcome = rt.sink.deliver(&d).await;
+        let outcome = match batch.as_slice() {
+            [one] => rt.sink.deliver(one).await,
+            many => rt.sink.deliver_batch(many).await,
+        };
         let elapsed = t0.elapsed();
         let now = clock.unwrap_or_else(now_ms);
-        let attempt_no = d.attempts + 1;
-        let next = next_state(
-            &rt.policy,
-            outcome.verdict,
-            attempt_no,
-            d.cycle_started_at,
-            now,
-            (self.jitter)(),
-        );
         let secs = elapsed.as_secs_f64();
-        self.record_health(rt, next == NextState::Delivered, now)
+        self.record_health(rt, outcome.verdict == retry::Verdict::Delivered, now)
             .await;
-        match next {
-            NextState::Delivered => {
-                self.metrics.delivery(&rt.name, "delivered", secs);
-                self.metrics
-                    .end_to_end(&rt.name, (now_ms() - d.received_at).max(0) as f64 / 1000.0);
-                tracing::debug!(sink = %rt.name, delivery_id = %d.id, "delivered");
+        let mut out = Vec::with_capacity(batch.len());
+        for d in batch {
+            let attempt_no = d.attempts + 1;
+            let next = next_state(
+                &rt.policy,
+                outcome.verdict,
+                attempt_no,
+                d.cycle_started_at,
+                now,
+                (self.jitter)(),
+            );
+            match next {
+                NextState::Delivered => {
+                    self.metrics.delivery(&rt.name, "delivered", secs);
+                    self.metrics
+                        .end_to_end(&rt.name, (now_ms() - d.received_at).max(0) as f64 / 1000.0);
+                    tracing::debug!(sink = %rt.name, delivery_id = %d.id, "delivered");
+                }
+                NextState::Retry { at } => {
+                    self.metrics.delivery(&rt.name, "retried", secs);
+                    tracing::debug!(sink = %rt.name, delivery_id = %d.id, attempt = attempt_no,
+                        retry_in_ms = at - now, error = ?outcome.error, "attempt failed; will retry");
+                }
+                NextState::Dead => {
+                    self.metrics.delivery(&rt.name, "dead", secs);
+                    tracing::warn!(sink = %rt.name, delivery_id = %d.id, message_id = %d.message_id,
+                        attempts = attempt_no, status = ?outcome.status,
+                        error = outcome.error.as_deref().unwrap_or(""), "delivery dead");
+                }
+                NextState::Defer { .. } => {}
             }
-            NextState::Retry { at } => {
-                self.metrics.delivery(&rt.name, "retried", secs);
-                tracing::debug!(sink = %rt.name, delivery_id = %d.id, attempt = attempt_no,
-                    retry_in_ms = at - now, error = ?outcome.error, "attempt failed; will retry");
-            }
-            NextState::Dead => {
-                self.metrics.delivery(&rt.name, "dead", secs);
-                tracing::warn!(sink = %rt.name, delivery_id = %d.id, message_id = %d.message_id,
-                    attempts = attempt_no, status = ?outcome.status,
-                    error = outcome.error.as_deref().unwrap_or(""), "delivery dead");
-            }
-            NextState::Defer { .. } => {}
+            out.push(Completion {
+                lease: d.lease(),
+                attempt: Some(AttemptRecord {
+                    attempt: attempt_no,
+                    started_at,
+                    duration_ms: elapsed.as_millis() as i64,
+                    status: outcome.status,
+                    error: outcome.error.clone(),
+                    response: outcome.response.clone(),
+                }),
+                next,
+                now,
+            });
         }
-        Completion {
-            lease: d.lease(),
-            attempt: Some(AttemptRecord {
-                attempt: attempt_no,
-                started_at,
-                duration_ms: elapsed.as_millis() as i64,
-                status: outcome.status,
-                error: outcome.error,
-                response: outcome.response,
-            }),
-            next,
-            now,
-        }
+        out
     }
 
     /// Drives every sink one step at time `now`: claims what is due, makes
@@ -491,10 +542,18 @@ impl Dispatcher {
                 continue;
             }
             let lease = lease_for(&rt.policy, 1000).as_millis() as i64;
-            let claimed = self.store.claim(&rt.name, 1000, now, now + lease).await?;
+            let mut claimed: VecDeque<Claimed> = self
+                .store
+                .claim(&rt.name, 1000, now, now + lease)
+                .await?
+                .into();
             let mut done = Vec::with_capacity(claimed.len());
-            for d in claimed {
-                done.push(self.attempt(rt, d, Some(now)).await);
+            loop {
+                let batch = take_batch(&mut claimed, rt.sink.max_batch_rows());
+                if batch.is_empty() {
+                    break;
+                }
+                done.extend(self.attempt(rt, batch, Some(now)).await);
             }
             n += done.len();
             self.store.complete(&done).await?;

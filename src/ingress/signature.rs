@@ -32,8 +32,8 @@ pub fn decode_esri_signature(raw: &str) -> Option<Vec<u8>> {
         decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
         s = decoded.trim();
     }
-    if s.len() >= 7 && s[..7].eq_ignore_ascii_case("sha256=") {
-        s = &s[7..];
+    if let Some(rest) = strip_prefix_ignore_case(s, "sha256=") {
+        s = rest;
     }
     let digest = if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(s).ok()?
@@ -49,18 +49,27 @@ pub fn decode_configured(raw: &str, prefix: &str, encoding: SigEncoding) -> Opti
         return None;
     }
     let s = raw.trim();
-    let s = if prefix.is_empty() {
-        s
-    } else if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        &s[prefix.len()..]
-    } else {
-        return None;
-    };
+    let s = strip_prefix_ignore_case(s, prefix)?;
     let digest = match encoding {
         SigEncoding::Hex => hex::decode(s).ok()?,
         SigEncoding::Base64 => decode_base64(s)?,
     };
     (digest.len() == 32).then_some(digest)
+}
+
+/// `s` without a leading `prefix` (ASCII case ignored), or `None`.
+///
+/// Compared as bytes: slicing the `str` at `prefix.len()` panics when that
+/// offset falls inside a multi-byte character, and a percent-decoded header
+/// or a form field can hold any UTF-8 (found by `fuzz/` target `signature`).
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        // The bytes equal `prefix` up to ASCII case, so this is a boundary.
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
 }
 
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
@@ -171,6 +180,24 @@ mod tests {
         assert!(!verify_hmac(&secrets, b"x", &sig("other", b"x")));
         assert!(secret_matches(&secrets, b"old"));
         assert!(!secret_matches(&secrets, b"ol"));
+    }
+
+    #[test]
+    fn multi_byte_text_where_the_prefix_would_end_is_refused() {
+        // Byte 7 falls inside the third '€': this used to panic.
+        for f in [
+            "%E2%82%AC%E2%82%AC%E2%82%ACsha256=AAAA",
+            "sha\u{fffd}\u{fffd}256=ybsybh",
+            "€€€€€€€€",
+        ] {
+            assert_eq!(decode_esri_signature(f), None, "{f}");
+            assert_eq!(
+                decode_configured(f, "sha256=", SigEncoding::Hex),
+                None,
+                "{f}"
+            );
+            assert_eq!(decode_configured(f, "é=", SigEncoding::Base64), None, "{f}");
+        }
     }
 
     #[test]

@@ -50,6 +50,26 @@ pub struct AttemptOutcome {
 pub trait Sink: Send + Sync {
     /// Makes one attempt.
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome;
+
+    /// How many rows (matched events) one request may carry; more than 1
+    /// makes the dispatcher hand [`Sink::deliver_batch`] several deliveries.
+    fn max_batch_rows(&self) -> usize {
+        1
+    }
+
+    /// Makes one attempt carrying several deliveries; its outcome is every
+    /// one's. Only called when [`Sink::max_batch_rows`] is above 1.
+    async fn deliver_batch(&self, ds: &[Claimed]) -> AttemptOutcome {
+        match ds.first() {
+            Some(d) => self.deliver(d).await,
+            None => AttemptOutcome {
+                verdict: Verdict::Permanent,
+                status: None,
+                error: Some("empty batch".into()),
+                response: None,
+            },
+        }
+    }
 }
 
 /// A rendered HTTP request.
@@ -101,6 +121,19 @@ pub trait HttpKind: Send + Sync + 'static {
         classify_status(a.status, a.retry_after())
     }
 
+    /// Rows one request may carry (see [`Sink::max_batch_rows`]).
+    fn max_batch_rows(&self) -> usize {
+        1
+    }
+
+    /// Builds one request for several deliveries (batching kinds only).
+    fn render_batch(&self, ds: &[Claimed]) -> Result<Outbound, String> {
+        match ds {
+            [one] => self.render(one),
+            _ => Err("this sink kind sends one delivery per request".into()),
+        }
+    }
+
     /// The service's own word for a failed answer (Slack's
     /// `channel_not_found`), recorded after the status in the attempt's
     /// error. None keeps the error to `HTTP <status>`.
@@ -132,7 +165,23 @@ impl<K: HttpKind> HttpSink<K> {
 #[async_trait]
 impl<K: HttpKind> Sink for HttpSink<K> {
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
-        let out = match self.kind.render(d) {
+        self.deliver_batch(std::slice::from_ref(d)).await
+    }
+
+    fn max_batch_rows(&self) -> usize {
+        self.kind.max_batch_rows()
+    }
+
+    async fn deliver_batch(&self, ds: &[Claimed]) -> AttemptOutcome {
+        let Some(d) = ds.first() else {
+            return AttemptOutcome {
+                verdict: Verdict::Permanent,
+                status: None,
+                error: Some("empty batch".into()),
+                response: None,
+            };
+        };
+        let out = match self.kind.render_batch(ds) {
             Ok(o) => o,
             Err(e) => {
                 return AttemptOutcome {
@@ -149,6 +198,7 @@ impl<K: HttpKind> Sink for HttpSink<K> {
             .header("x-hookrelay-delivery", &d.id)
             .header("x-hookrelay-message", &d.message_id)
             .header("x-hookrelay-attempt", (d.attempts + 1).to_string())
+            .header("x-hookrelay-batch", ds.len().to_string())
             .body(out.body);
         for (k, v) in out.headers {
             req = req.header(k, v);
