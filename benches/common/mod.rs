@@ -131,7 +131,11 @@ url = "{sink_url}"
 
 pub async fn fresh_store(kind: &str, dir: &std::path::Path) -> String {
     match kind {
-        "sqlite" => format!("sqlite://{}/bench.db", dir.display()),
+        "sqlite" => format!(
+            "sqlite://{}/bench-{}.db",
+            dir.display(),
+            uuid::Uuid::new_v4().simple()
+        ),
         _ => {
             use sqlx::Connection;
             let base = std::env::var("HOOKRELAY_BENCH_POSTGRES_URL")
