@@ -56,7 +56,28 @@ pub fn router(state: Arc<IngressState>) -> Router {
                 .fallback(|| async { IngressError::MethodNotAllowed.into_response() }),
         )
         .fallback(|| async { IngressError::NotFound.into_response() })
+        .layer(axum::middleware::from_fn(limit_header_bytes))
         .with_state(state)
+}
+
+/// Most bytes of header names and values one ingress request may carry.
+/// ArcGIS sends well under 2 KB; hyper's own limit (`max_buf_size`) is
+/// fuzzy, letting a head of about twice that through when it arrives in
+/// few reads, so the bound that callers can rely on is enforced here.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Answers 431 to a request whose headers add up to more than
+/// [`MAX_HEADER_BYTES`], before any handler reads them.
+async fn limit_header_bytes(req: Request<Body>, next: axum::middleware::Next) -> Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return IngressError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
+    }
+    next.run(req).await
 }
 
 #[derive(Deserialize)]
@@ -84,15 +105,32 @@ async fn get_hook(
         return IngressError::IpNotAllowed.into_response();
     }
     match query.ok().and_then(|q| q.0.crc_token) {
-        Some(token) if !token.is_empty() && token.len() <= 1024 => {
+        Some(token) if is_crc_token(&token) => {
             let key = &src.secret.0[0];
             Json(json!({"response_token": signature::crc_response(key, &token)})).into_response()
         }
-        Some(_) => {
-            IngressError::Invalid("crc_token must be 1 to 1024 characters".into()).into_response()
-        }
+        Some(_) => IngressError::Invalid(
+            "crc_token must be 1 to 1024 characters of A-Z, a-z, 0-9, space and -._~+/=".into(),
+        )
+        .into_response(),
         None => Json(json!({"status": "ok", "source": src.name})).into_response(),
     }
+}
+
+/// Whether `token` may be answered with HMAC(key, token).
+///
+/// The answer is exactly the `x-esriHook-Signature` of a body equal to the
+/// token, so an unrestricted token makes `GET` a signing oracle: anyone
+/// could have the relay sign a forged webhook and then post it. Every
+/// payload ingress accepts is a JSON object or array, so it contains `{` or
+/// `[` (or, form-encoded, `%7B`/`%5B`); a token of letters, digits and the
+/// base64/URL-safe punctuation can never be one.
+fn is_crc_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 1024
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" -._~+/=".contains(&b))
 }
 
 /// `POST /hooks/<source>`.
@@ -118,7 +156,9 @@ async fn post_hook(
     match result {
         Ok((status, body)) => {
             st.metrics.ingress(label, status);
-            tracing::info!(source = %label, request_id = %request_id, outcome = ?status,
+            // Debug, not info: at thousands a second an info line per
+            // accepted webhook would be most of the log; the counters say it.
+            tracing::debug!(source = %label, request_id = %request_id, outcome = ?status,
                 elapsed_ms = t0.elapsed().as_millis() as u64, "webhook accepted");
             Json(body).into_response()
         }
@@ -155,6 +195,7 @@ async fn accept(
         })
         .transpose()?;
     let format = payload::body_format(content_type)?;
+    refuse_content_encoding(&headers)?;
     let raw = read_body(&st.config, &headers, body).await?;
 
     let verified = match src.kind {
@@ -218,6 +259,26 @@ async fn accept(
             json!({"status": "accepted", "message_id": message_id, "duplicate": true, "deliveries": 0}),
         ),
     })
+}
+
+/// Refuses a compressed body (415). The signature covers the bytes as sent
+/// and sinks get them byte for byte, so decompressing is not an option, and
+/// parsing them as JSON would accept a body labelled gzip that a sink then
+/// misreads. ArcGIS never compresses webhook bodies.
+fn refuse_content_encoding(headers: &HeaderMap) -> Result<(), IngressError> {
+    for v in headers.get_all(http::header::CONTENT_ENCODING) {
+        let identity = v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(IngressError::Unsupported(
+                "Content-Encoding is not supported; send the body uncompressed".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the body within the size limit and the body read timeout.
