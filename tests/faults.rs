@@ -103,7 +103,8 @@ async fn crash_loop_ten_sigkills_under_load(b: Backend) {
     let acked = acked.lock().unwrap().clone();
     let sent = next.load(Ordering::Relaxed);
     let failed = failed.load(Ordering::Relaxed);
-    sink.wait_for_messages(&acked, Duration::from_secs(120)).await;
+    sink.wait_for_messages(&acked, Duration::from_secs(120))
+        .await;
     let t = sink.per_message();
     let dups: usize = t.values().map(|n| n - 1).sum();
     let unacked = t.keys().filter(|k| !acked.contains(*k)).count();

@@ -227,7 +227,8 @@ async fn service_bad_or_missing_signature_is_refused(b: Backend) {
         .await,
     )
     .await;
-    assert_eq!(s, 401);
+    // Over ingress::MAX_HEADER_BYTES: refused before any handler looks.
+    assert_eq!(s, 431);
     // Signed body, tampered afterwards.
     let good = esri_signature(SERVER_KEY, &body);
     let mut tampered = body.clone();
@@ -541,9 +542,13 @@ async fn too_large_is_413_and_unsupported_type_is_415(b: Backend) {
         .header("secret", PORTAL_SECRET)
         .body(reqwest::Body::wrap_stream(stream))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+        .await;
+    // The relay answers 413 and closes as soon as the limit is passed; a
+    // client still writing may see the close (broken pipe) before the answer.
+    match r {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(e.is_request(), "neither 413 nor a closed connection: {e}"),
+    }
     let (s, v) = json(
         app.post(
             "portal",

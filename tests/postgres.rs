@@ -157,7 +157,8 @@ async fn sigkill_of_one_relay_hands_its_leases_to_the_other() {
     })
     .await;
     assert!(*killed.lock().unwrap());
-    sink.wait_for_messages(&acked, Duration::from_secs(90)).await;
+    sink.wait_for_messages(&acked, Duration::from_secs(90))
+        .await;
     let t = sink.per_message();
     let dups: usize = t.values().map(|n| n - 1).sum();
     let unacked = t.keys().filter(|k| !acked.contains(*k)).count();
@@ -396,6 +397,7 @@ async fn postgres_stopping_answers_503_and_everything_resumes() {
                 .to_string(),
         );
     }
-    sink.wait_for_messages(&acked, Duration::from_secs(30)).await;
+    sink.wait_for_messages(&acked, Duration::from_secs(30))
+        .await;
     drop(app);
 }

@@ -74,7 +74,25 @@ pub fn backoff_cap(policy: &DeliveryPolicy, failed_attempts: u32) -> Duration {
 /// Full jitter: a delay uniformly in `[0, cap]`, `jitter` being the draw in `[0, 1]`.
 pub fn backoff_delay(policy: &DeliveryPolicy, failed_attempts: u32, jitter: f64) -> Duration {
     let cap = backoff_cap(policy, failed_attempts);
-    cap.mul_f64(jitter.clamp(0.0, 1.0))
+    // A NaN draw (a broken jitter source) waits the full cap, never less;
+    // NaN.clamp() stays NaN and mul_f64 panics on it.
+    let j = if jitter.is_nan() {
+        1.0
+    } else {
+        jitter.clamp(0.0, 1.0)
+    };
+    if j >= 1.0 {
+        return cap;
+    }
+    // mul_f64 goes through f64 seconds, which can round a long cap up.
+    cap.mul_f64(j).min(cap)
+}
+
+/// Milliseconds of `d` for the store's i64 clock, saturating: a duration
+/// the config allows ("500000000years") must not wrap to a negative delay
+/// or deadline.
+fn millis_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Decides where a delivery goes after an attempt.
@@ -103,8 +121,8 @@ pub fn next_state(
                 Some(a) => a.min(policy.max_backoff),
                 None => backoff_delay(policy, attempts_made, jitter),
             };
-            let at = now.saturating_add(delay.as_millis() as i64);
-            let deadline = cycle_started_at.saturating_add(policy.max_age.as_millis() as i64);
+            let at = now.saturating_add(millis_i64(delay));
+            let deadline = cycle_started_at.saturating_add(millis_i64(policy.max_age));
             if at > deadline {
                 NextState::Dead
             } else {

@@ -44,6 +44,9 @@ pub enum IngressError {
     /// Over `max_body_bytes`.
     #[error("body larger than {0} bytes")]
     TooLarge(usize),
+    /// Headers adding up to more than the ingress limit.
+    #[error("request headers larger than {0} bytes")]
+    HeadersTooLarge(usize),
     /// Neither JSON nor form-encoded.
     #[error("{0}")]
     Unsupported(String),
@@ -77,7 +80,9 @@ impl IngressError {
             IngressError::Invalid(_)
             | IngressError::BodyTimeout(_)
             | IngressError::MethodNotAllowed => IngressOutcome::Invalid,
-            IngressError::TooLarge(_) => IngressOutcome::TooLarge,
+            IngressError::TooLarge(_) | IngressError::HeadersTooLarge(_) => {
+                IngressOutcome::TooLarge
+            }
             IngressError::Unsupported(_) => IngressOutcome::Unsupported,
             IngressError::Unavailable(_) => IngressOutcome::Unavailable,
         }
@@ -102,6 +107,10 @@ impl IngressError {
             IngressError::BadSecret => (StatusCode::UNAUTHORIZED, "bad_secret"),
             IngressError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
             IngressError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            IngressError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             IngressError::Unsupported(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
