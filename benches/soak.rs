@@ -166,11 +166,13 @@ async fn main() {
     // Drain: everything acknowledged should arrive despite the flapping.
     let drain_start = Instant::now();
     while drain_start.elapsed() < Duration::from_secs(300) {
-        let s = seen.lock().unwrap();
-        if acked.iter().all(|m| s.contains_key(m)) {
+        let all_seen = {
+            let s = seen.lock().unwrap();
+            acked.iter().all(|m| s.contains_key(m))
+        };
+        if all_seen {
             break;
         }
-        drop(s);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drained = drain_start.elapsed();
