@@ -349,14 +349,7 @@ max_attempts = 30
     let app = spawn_app(b, &extra).await;
     let mut ids = Vec::new();
     for n in 0..8 {
-        let r = app.post_portal(&unique_portal(n)).await;
-        assert_eq!(r.status(), 200);
-        ids.push(
-            r.json::<Value>().await.unwrap()["message_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        ids.push(app.accept_portal(&unique_portal(n)).await);
     }
     eventually(
         Duration::from_secs(60),
@@ -455,14 +448,7 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
     let app = spawn_app(backend, &http_sink("out", &sink, "")).await;
     let mut acked = HashSet::new();
     for n in 0..20 {
-        let r = app.post_portal(&unique_portal(n)).await;
-        assert_eq!(r.status(), 200);
-        acked.insert(
-            r.json::<Value>().await.unwrap()["message_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        acked.insert(app.accept_portal(&unique_portal(n)).await);
     }
     // Fill the file system.
     let filler = mnt.join("filler");
@@ -503,14 +489,7 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
     std::fs::remove_file(&filler).unwrap();
     // No manual step: the next requests are stored again.
     for k in 0..10 {
-        let r = app.post_portal(&unique_portal(1000 + k)).await;
-        assert_eq!(r.status(), 200, "after space returned");
-        acked.insert(
-            r.json::<Value>().await.unwrap()["message_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        acked.insert(app.accept_portal(&unique_portal(1000 + k)).await);
     }
     sink.wait_for_messages(&acked, Duration::from_secs(30))
         .await;

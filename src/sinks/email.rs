@@ -23,7 +23,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::facts::{clip, context, Trim};
-use super::slack::template_config_error;
+use super::template::template_config_error;
 use super::template::Templates;
 use super::{keep, AttemptOutcome, Sink};
 use crate::config::{ConfigError, DeliveryPolicy, SinkConfig, SmtpTls};

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::template::{TemplateError, Templates};
+use super::template::{single_template, Templates};
 use super::{answer_word, Answer, HttpKind, Outbound};
 use crate::config::{ConfigError, SinkConfig};
 use crate::dispatch::retry::{classify_status, Verdict};
@@ -27,25 +27,17 @@ pub struct Slack {
     templates: Templates,
 }
 
-/// A template problem as a config error on `<key>.template`.
-pub(crate) fn template_config_error(key: &str, field: &str, e: TemplateError) -> ConfigError {
-    ConfigError::Invalid {
-        key: format!("{key}.{field}"),
-        message: e.message,
-    }
-}
-
 impl Slack {
     /// Compiles and test-renders the sink's template; `key` names the sink
     /// in errors (`sinks[2]`).
     pub fn new(key: &str, c: &SinkConfig) -> Result<Slack, ConfigError> {
-        let source = c
-            .template
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
-        let templates = Templates::new(vec![(BODY, source)])
-            .and_then(|t| t.check_samples(BODY, check_body).map(|_| t))
-            .map_err(|e| template_config_error(key, "template", e))?;
+        let templates = single_template(
+            key,
+            BODY,
+            c.template.as_deref(),
+            DEFAULT_TEMPLATE,
+            check_body,
+        )?;
         Ok(Slack { templates })
     }
 

@@ -12,8 +12,7 @@
 
 use serde_json::Value;
 
-use super::slack::template_config_error;
-use super::template::Templates;
+use super::template::{single_template, Templates};
 use super::{answer_word, Answer, HttpKind, Outbound};
 use crate::config::{ConfigError, SinkConfig};
 use crate::dispatch::retry::{classify_status, Verdict};
@@ -36,13 +35,13 @@ pub struct Teams {
 impl Teams {
     /// Compiles and test-renders the sink's template.
     pub fn new(key: &str, c: &SinkConfig) -> Result<Teams, ConfigError> {
-        let source = c
-            .template
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
-        let templates = Templates::new(vec![(BODY, source)])
-            .and_then(|t| t.check_samples(BODY, check_body).map(|_| t))
-            .map_err(|e| template_config_error(key, "template", e))?;
+        let templates = single_template(
+            key,
+            BODY,
+            c.template.as_deref(),
+            DEFAULT_TEMPLATE,
+            check_body,
+        )?;
         Ok(Teams { templates })
     }
 

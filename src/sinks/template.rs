@@ -144,6 +144,34 @@ impl Templates {
     }
 }
 
+/// A template problem as a config error on `<key>.<field>`.
+pub(crate) fn template_config_error(
+    key: &str,
+    field: &str,
+    e: TemplateError,
+) -> crate::config::ConfigError {
+    crate::config::ConfigError::Invalid {
+        key: format!("{key}.{field}"),
+        message: e.message,
+    }
+}
+
+/// Compiles a kind with one body template — the sink's own `template` or
+/// the kind's default — and checks it against the built-in samples, so a
+/// bad template is a config error on `<key>.template` at start.
+pub(crate) fn single_template(
+    key: &str,
+    name: &'static str,
+    custom: Option<&str>,
+    default: &str,
+    check: impl FnMut(&str) -> Result<(), String>,
+) -> Result<Templates, crate::config::ConfigError> {
+    let source = custom.unwrap_or(default).to_string();
+    Templates::new(vec![(name, source)])
+        .and_then(|t| t.check_samples(name, check).map(|_| t))
+        .map_err(|e| template_config_error(key, "template", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

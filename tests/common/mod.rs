@@ -222,6 +222,14 @@ impl TestApp {
         .await
     }
 
+    /// Posts a Portal body that must be accepted; returns its message id.
+    pub async fn accept_portal(&self, body: &[u8]) -> String {
+        let r = self.post_portal(body).await;
+        assert_eq!(r.status(), 200, "expected the webhook to be accepted");
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["message_id"].as_str().unwrap().to_string()
+    }
+
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.admin))
