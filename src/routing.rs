@@ -115,7 +115,9 @@ impl Pattern {
             };
             return Ok(Pattern::Portal { source, second });
         }
-        if p.contains(char::is_whitespace) || p.contains('/') {
+        // ASCII white space only: the admin API's documented grammar (and
+        // the JSON Schema regex dialect clients check it with) means that.
+        if p.contains(|c: char| c.is_ascii_whitespace()) || p.contains('/') {
             return Err(format!(
                 "{raw:?}: a change type is one word like FeaturesCreated; a Portal trigger starts with /"
             ));
