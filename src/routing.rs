@@ -81,7 +81,8 @@ fn singular(s: &str) -> String {
 impl Pattern {
     /// Compiles one pattern, or says what is wrong with it.
     pub fn parse(raw: &str) -> Result<Pattern, String> {
-        let p = raw.trim();
+        // ASCII white space only, like the change-type check below.
+        let p = raw.trim_matches(|c: char| c.is_ascii_whitespace());
         if p.is_empty() {
             return Err("empty event pattern".into());
         }

@@ -213,6 +213,7 @@ mod tests {
             // schemathesis): the API must take what its document admits.
             "/services/a\u{85}b",
             "Features\u{85}Created",
+            "\u{a0}",
         ] {
             assert!(re.is_match(ok), "{ok}");
             assert!(crate::routing::Pattern::parse(ok).is_ok(), "{ok}");
