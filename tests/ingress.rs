@@ -341,12 +341,16 @@ async fn form_encoded_payload_with_signature_in_header_or_field(b: Backend) {
         "{v}"
     );
 
+    // Both are delivered, in either order (the dispatcher may send them at once).
     let got = sink.wait_for(2, Duration::from_secs(10)).await;
+    let first = got
+        .iter()
+        .find(|r| r.body.as_ref() == form.as_slice())
+        .expect("the header-signed form is forwarded byte for byte");
     assert_eq!(
-        got[0].header("content-type"),
+        first.header("content-type"),
         "application/x-www-form-urlencoded"
     );
-    assert_eq!(got[0].body.as_ref(), form.as_slice());
     app.stop().await;
 }
 

@@ -454,17 +454,21 @@ pub fn http_sink(name: &str, sink: &TestSink, extra: &str) -> String {
 
 /// Rows in a table, read straight from the database (not through the relay).
 pub async fn count_rows(backend: &Backend, table: &str) -> i64 {
-    let q = format!("SELECT COUNT(*) FROM {table}");
+    scalar(backend, &format!("SELECT COUNT(*) FROM {table}")).await
+}
+
+/// Runs a query returning one integer straight on the database.
+pub async fn scalar(backend: &Backend, q: &str) -> i64 {
     match backend.kind {
         Kind::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&backend.url).await.unwrap();
-            let n: i64 = sqlx::query_scalar(&q).fetch_one(&pool).await.unwrap();
+            let n: i64 = sqlx::query_scalar(q).fetch_one(&pool).await.unwrap();
             pool.close().await;
             n
         }
         Kind::Postgres => {
             let pool = sqlx::PgPool::connect(&backend.url).await.unwrap();
-            let n: i64 = sqlx::query_scalar(&q).fetch_one(&pool).await.unwrap();
+            let n: i64 = sqlx::query_scalar(q).fetch_one(&pool).await.unwrap();
             pool.close().await;
             n
         }

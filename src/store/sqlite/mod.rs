@@ -1,28 +1,36 @@
 //! SQLite backend: the embedded default.
 //!
 //! WAL with `synchronous = FULL`, so a commit is on disk before ingress
-//! answers 200. Writes go through a pool of exactly one connection: SQLite
-//! allows one writer at a time anyway, and queueing on the pool is fair and
-//! async where competing connections would sleep in SQLite's busy handler.
-//! Ingress and completions reach it already batched (see `batch.rs`), so one
-//! fsync covers many requests. Reads use a separate pool; WAL lets them run
-//! beside the writer.
+//! answers 200. Writes go through exactly one connection (`writer.rs`):
+//! SQLite allows one writer at a time anyway, and queueing on an async
+//! mutex is fair where competing connections would sleep in SQLite's busy
+//! handler. Ingress and completions reach it already batched (see
+//! `batch.rs`) and are written with multi-row statements, so one fsync and
+//! a couple of hops to the connection's thread cover many requests. Reads
+//! use a separate pool; WAL lets them run beside the writer.
 
+mod writer;
+
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use writer::Writer;
 
 use super::*;
 use crate::config::StoreConfig;
 
+/// Rows per multi-row statement: at most ten bound values a row keeps a
+/// statement far below SQLite's limit of 32,766 parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
 /// The SQLite store.
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
     // Held for the life of a serving relay: a second `serve` on the same file
     // is refused, which is what makes `recover` safe.
@@ -60,16 +68,16 @@ impl SqliteStore {
         } else {
             None
         };
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone())
-            .await?;
+        let writer = Writer::open(opts.clone()).await?;
         if migrate {
-            sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+            sqlx::migrate!("./migrations/sqlite")
+                .run(&mut *writer.conn().await?)
+                .await?;
         }
+        // No ping before each acquire: it is one more hop to the connection's
+        // thread, and an embedded database does not go away like a server.
         let reader = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
@@ -87,70 +95,6 @@ impl SqliteStore {
             .fetch_one(&self.reader)
             .await?;
         Ok(row.try_get::<String, _>(0)?)
-    }
-}
-
-/// A write transaction on the single writer connection, managed by hand
-/// rather than with sqlx's `Transaction`.
-///
-/// Why: when SQLite hits SQLITE_FULL or an I/O error it may roll a
-/// transaction back by itself. sqlx's transaction-depth bookkeeping does not
-/// learn of that, and a later `commit()` could then release a savepoint
-/// inside a transaction that is never committed — acknowledging data that
-/// is not on disk (found by the full-disk fault test). Here any failure, and
-/// any drop without a successful COMMIT, closes the connection instead:
-/// SQLite rolls back whatever was open and the pool opens a clean one.
-struct WriteTx {
-    conn: Option<PoolConnection<Sqlite>>,
-}
-
-impl WriteTx {
-    async fn begin(pool: &SqlitePool) -> Result<WriteTx, StoreError> {
-        let mut conn = pool.acquire().await?;
-        // IMMEDIATE takes the write lock now, so a CLI process writing to
-        // the same file waits here instead of failing at commit.
-        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-            drop(conn.detach());
-            return Err(e.into());
-        }
-        Ok(WriteTx { conn: Some(conn) })
-    }
-
-    async fn commit(mut self) -> Result<(), StoreError> {
-        let Some(mut conn) = self.conn.take() else {
-            return Ok(());
-        };
-        match sqlx::query("COMMIT").execute(&mut *conn).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                drop(conn.detach());
-                Err(e.into())
-            }
-        }
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::SqliteConnection;
-    fn deref(&self) -> &Self::Target {
-        // Invariant: `conn` is only taken by `commit` (which consumes self)
-        // and `drop`.
-        self.conn.as_deref().expect("write transaction is open")
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.conn.as_deref_mut().expect("write transaction is open")
-    }
-}
-
-impl Drop for WriteTx {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            // Not committed: closing the connection rolls it back.
-            drop(conn.detach());
-        }
     }
 }
 
@@ -185,68 +129,126 @@ impl Store for SqliteStore {
         batch: &[NewMessage],
         now: i64,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for m in batch {
-            if m.dedupe_window_ms > 0 {
-                let won: Option<String> = sqlx::query_scalar(
-                    "INSERT INTO dedupe (source, key, message_id, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (source, key) DO UPDATE SET message_id = excluded.message_id, \
-                     created_at = excluded.created_at WHERE dedupe.created_at < $5 \
-                     RETURNING message_id",
-                )
-                .bind(&m.source)
-                .bind(&m.dedupe_key)
-                .bind(&m.id)
-                .bind(now)
-                .bind(now - m.dedupe_window_ms)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if won.is_none() {
-                    let first: String = sqlx::query_scalar(
-                        "SELECT message_id FROM dedupe WHERE source = $1 AND key = $2",
+        let mut tx = self.writer.begin().await?;
+        let candidates: Vec<&NewMessage> =
+            batch.iter().filter(|m| m.dedupe_window_ms > 0).collect();
+        // Messages whose dedupe key was already taken, with the message
+        // that holds it.
+        let mut lost: HashMap<&str, String> = HashMap::new();
+        if !candidates.is_empty() {
+            // Hop 1: claim every dedupe key. SQLite applies a statement's rows
+            // in order, so a key repeated inside the batch goes to its first
+            // occurrence. `changes()` counts keys taken; when that is all of
+            // them (the usual case) nobody lost and no row need come back.
+            let mut windows: Vec<i64> = candidates.iter().map(|m| m.dedupe_window_ms).collect();
+            windows.sort_unstable();
+            windows.dedup();
+            let mut qb = tx.statement();
+            for w in windows {
+                // Sources share a window unless configured apart, and a key
+                // belongs to one source, so grouping by window keeps order
+                // wherever it matters.
+                let members: Vec<&&NewMessage> = candidates
+                    .iter()
+                    .filter(|m| m.dedupe_window_ms == w)
+                    .collect();
+                for chunk in members.chunks(ROWS_PER_STATEMENT) {
+                    qb.push("INSERT INTO dedupe (source, key, message_id, created_at) ");
+                    qb.push_values(chunk, |mut b, m| {
+                        b.push_bind(m.source.as_str())
+                            .push_bind(m.dedupe_key.as_str())
+                            .push_bind(m.id.as_str())
+                            .push_bind(now);
+                    });
+                    qb.push(
+                        " ON CONFLICT (source, key) DO UPDATE SET message_id = excluded.message_id, \
+                         created_at = excluded.created_at WHERE dedupe.created_at < ",
                     )
-                    .bind(&m.source)
-                    .bind(&m.dedupe_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    out.push(IngestOutcome::Duplicate { message_id: first });
-                    continue;
+                    .push_bind(now - w)
+                    .push("; SELECT changes(); ");
                 }
             }
-            sqlx::query(
-                "INSERT INTO messages (id, source, received_at, content_type, headers, body, events) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&m.id)
-            .bind(&m.source)
-            .bind(m.received_at)
-            .bind(&m.content_type)
-            .bind(&m.headers)
-            .bind(&m.body)
-            .bind(&m.events)
-            .execute(&mut *tx)
-            .await?;
-            for d in &m.deliveries {
-                sqlx::query(
-                    "INSERT INTO deliveries (id, message_id, sink, status, attempts, next_attempt_at, \
-                     events, cycle_started_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, 'pending', 0, $4, $5, $4, $4, $4)",
-                )
-                .bind(&d.id)
-                .bind(&m.id)
-                .bind(&d.sink)
-                .bind(m.received_at)
-                .bind(&d.events)
-                .execute(&mut *tx)
-                .await?;
+            let taken: Vec<i64> = qb.build_query_scalar().fetch_all(tx.conn()?).await?;
+            if taken.iter().sum::<i64>() != candidates.len() as i64 {
+                for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                        "SELECT source, key, message_id FROM dedupe WHERE (source, key) IN (",
+                    );
+                    qb.push_values(chunk, |mut b, m| {
+                        b.push_bind(m.source.as_str())
+                            .push_bind(m.dedupe_key.as_str());
+                    });
+                    qb.push(")");
+                    let mut holder: HashMap<(String, String), String> = HashMap::new();
+                    for r in qb.build().fetch_all(tx.conn()?).await? {
+                        holder.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+                    }
+                    for m in chunk {
+                        let first = holder
+                            .get(&(m.source.clone(), m.dedupe_key.clone()))
+                            .ok_or_else(|| StoreError::Corrupt("dedupe row vanished".into()))?;
+                        if *first != m.id {
+                            lost.insert(m.id.as_str(), first.clone());
+                        }
+                    }
+                }
             }
-            out.push(IngestOutcome::Accepted {
-                message_id: m.id.clone(),
-                deliveries: m.deliveries.len(),
-            });
         }
-        tx.commit().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut keep: Vec<&NewMessage> = Vec::with_capacity(batch.len());
+        for m in batch {
+            match lost.remove(m.id.as_str()) {
+                Some(first) => out.push(IngestOutcome::Duplicate { message_id: first }),
+                None => {
+                    keep.push(m);
+                    out.push(IngestOutcome::Accepted {
+                        message_id: m.id.clone(),
+                        deliveries: m.deliveries.len(),
+                    });
+                }
+            }
+        }
+        // Hop 2: the messages, their deliveries and the COMMIT.
+        let mut qb = tx.statement();
+        for chunk in keep.chunks(ROWS_PER_STATEMENT) {
+            qb.push(
+                "INSERT INTO messages (id, source, received_at, content_type, headers, body, events) ",
+            );
+            qb.push_values(chunk, |mut b, m| {
+                b.push_bind(m.id.as_str())
+                    .push_bind(m.source.as_str())
+                    .push_bind(m.received_at)
+                    .push_bind(m.content_type.as_str())
+                    .push_bind(m.headers.as_str())
+                    .push_bind(m.body.as_slice())
+                    .push_bind(m.events.as_str());
+            });
+            qb.push("; ");
+        }
+        let deliveries: Vec<(&NewMessage, &NewDelivery)> = keep
+            .iter()
+            .flat_map(|m| m.deliveries.iter().map(move |d| (*m, d)))
+            .collect();
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            qb.push(
+                "INSERT INTO deliveries (id, message_id, sink, status, attempts, next_attempt_at, \
+                 events, cycle_started_at, created_at, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, (m, d)| {
+                b.push_bind(d.id.as_str())
+                    .push_bind(m.id.as_str())
+                    .push_bind(d.sink.as_str())
+                    .push("'pending'")
+                    .push("0")
+                    .push_bind(m.received_at)
+                    .push_bind(d.events.as_str())
+                    .push_bind(m.received_at)
+                    .push_bind(m.received_at)
+                    .push_bind(m.received_at);
+            });
+            qb.push("; ");
+        }
+        tx.commit_with(qb).await?;
         Ok(out)
     }
 
@@ -258,130 +260,133 @@ impl Store for SqliteStore {
         lease_until: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         let token = new_id();
+        // One hop: lease the due rows, then read them back with their
+        // messages by the lease token (statements of one string bind `$N`
+        // by number, so the second reuses the first's token and sink).
         let rows = sqlx::query(
             "UPDATE deliveries SET status = 'in_flight', lease_token = $1, next_attempt_at = $2, \
              updated_at = $3 \
              WHERE id IN (SELECT id FROM deliveries WHERE sink = $4 \
                           AND status IN ('pending', 'in_flight') AND next_attempt_at <= $3 \
-                          ORDER BY next_attempt_at LIMIT $5) \
-             RETURNING id, message_id, attempts, cycle_started_at, events",
+                          ORDER BY next_attempt_at LIMIT $5); \
+             SELECT d.id, d.message_id, d.attempts, d.cycle_started_at, d.events AS matched, \
+                    m.source, m.received_at, m.content_type, m.body, m.events \
+             FROM deliveries d JOIN messages m ON m.id = d.message_id \
+             WHERE d.sink = $4 AND d.status = 'in_flight' AND d.lease_token = $1 ORDER BY d.id",
         )
         .bind(&token)
         .bind(lease_until)
         .bind(now)
         .bind(sink)
         .bind(limit as i64)
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.writer.conn().await?)
         .await?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, source, received_at, content_type, body, events FROM messages WHERE id IN (",
-        );
-        let mut sep = qb.separated(", ");
-        for r in &rows {
-            sep.push_bind(r.try_get::<String, _>("message_id")?);
-        }
-        qb.push(")");
-        let msgs = qb.build().fetch_all(&self.reader).await?;
-        let mut by_id = std::collections::HashMap::with_capacity(msgs.len());
-        for m in &msgs {
-            by_id.insert(m.try_get::<String, _>("id")?, m);
-        }
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let message_id: String = r.try_get("message_id")?;
-            let Some(m) = by_id.get(&message_id) else {
-                continue; // purged between claim and read: nothing left to send
-            };
-            let events: String = m.try_get("events")?;
-            let matched: String = r.try_get("events")?;
-            out.push(Claimed {
-                id: r.try_get("id")?,
-                lease_token: token.clone(),
-                sink: sink.to_string(),
-                attempts: r.try_get::<i64, _>("attempts")? as u32,
-                cycle_started_at: r.try_get("cycle_started_at")?,
-                message_id,
-                source: m.try_get("source")?,
-                received_at: m.try_get("received_at")?,
-                content_type: m.try_get("content_type")?,
-                body: m.try_get("body")?,
-                events: serde_json::from_str(&events)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                matched: serde_json::from_str(&matched)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                let events: String = r.try_get("events")?;
+                let matched: String = r.try_get("matched")?;
+                Ok(Claimed {
+                    id: r.try_get("id")?,
+                    lease_token: token.clone(),
+                    sink: sink.to_string(),
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    cycle_started_at: r.try_get("cycle_started_at")?,
+                    message_id: r.try_get("message_id")?,
+                    source: r.try_get("source")?,
+                    received_at: r.try_get("received_at")?,
+                    content_type: r.try_get("content_type")?,
+                    body: r.try_get("body")?,
+                    events: serde_json::from_str(&events)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    matched: serde_json::from_str(&matched)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
     }
 
     async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        for c in batch {
-            if let Some(a) = &c.attempt {
-                sqlx::query(
-                    "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status, error, response) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&c.lease.delivery_id)
-                .bind(a.attempt as i64)
-                .bind(a.started_at)
-                .bind(a.duration_ms)
-                .bind(a.status)
-                .bind(&a.error)
-                .bind(&a.response)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let (status, next, spent) = match c.next {
-                NextState::Delivered => ("delivered", c.now, 1),
-                NextState::Retry { at } => ("pending", at, 1),
-                NextState::Dead => ("dead", c.now, 1),
-                NextState::Defer { at } => ("pending", at, 0),
-            };
-            let (last_status, last_error) = match &c.attempt {
-                Some(a) => (a.status, a.error.clone()),
-                None => (None, None),
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = attempts + $3, \
-                 lease_token = NULL, updated_at = $4, \
-                 last_status = CASE WHEN $3 = 1 THEN $5 ELSE last_status END, \
-                 last_error = CASE WHEN $3 = 1 THEN $6 ELSE last_error END \
-                 WHERE id = $7 AND lease_token = $8",
-            )
-            .bind(status)
-            .bind(next)
-            .bind(spent)
-            .bind(c.now)
-            .bind(last_status)
-            .bind(last_error)
-            .bind(&c.lease.delivery_id)
-            .bind(&c.lease.lease_token)
-            .execute(&mut *tx)
-            .await?;
+        if batch.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(())
+        // A delivery completes once per lease; should one appear twice, the
+        // first wins, as it did when each completion was its own statement.
+        let mut seen = HashSet::with_capacity(batch.len());
+        let batch: Vec<&Completion> = batch
+            .iter()
+            .filter(|c| seen.insert(c.lease.delivery_id.as_str()))
+            .collect();
+        let attempts: Vec<(&Completion, &AttemptRecord)> = batch
+            .iter()
+            .filter_map(|c| c.attempt.as_ref().map(|a| (*c, a)))
+            .collect();
+        // One hop: BEGIN, the attempts, the new states, COMMIT.
+        let mut tx = self.writer.begin().await?;
+        let mut qb = tx.statement();
+        for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
+            qb.push(
+                "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status, error, response) ",
+            );
+            qb.push_values(chunk, |mut b, (c, a)| {
+                b.push_bind(c.lease.delivery_id.as_str())
+                    .push_bind(a.attempt as i64)
+                    .push_bind(a.started_at)
+                    .push_bind(a.duration_ms)
+                    .push_bind(a.status)
+                    .push_bind(a.error.as_deref())
+                    .push_bind(a.response.as_deref());
+            });
+            qb.push("; ");
+        }
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            qb.push("WITH u(id, tk, st, nx, sp, nw, ls, le) AS (");
+            qb.push_values(chunk, |mut b, c| {
+                let (status, next, spent) = match c.next {
+                    NextState::Delivered => ("delivered", c.now, 1),
+                    NextState::Retry { at } => ("pending", at, 1),
+                    NextState::Dead => ("dead", c.now, 1),
+                    NextState::Defer { at } => ("pending", at, 0),
+                };
+                let a = c.attempt.as_ref();
+                b.push_bind(c.lease.delivery_id.as_str())
+                    .push_bind(c.lease.lease_token.as_str())
+                    .push_bind(status)
+                    .push_bind(next)
+                    .push_bind(spent)
+                    .push_bind(c.now)
+                    .push_bind(a.and_then(|a| a.status))
+                    .push_bind(a.and_then(|a| a.error.as_deref()));
+            });
+            qb.push(
+                ") UPDATE deliveries SET status = u.st, next_attempt_at = u.nx, \
+                 attempts = deliveries.attempts + u.sp, lease_token = NULL, updated_at = u.nw, \
+                 last_status = CASE WHEN u.sp = 1 THEN u.ls ELSE deliveries.last_status END, \
+                 last_error = CASE WHEN u.sp = 1 THEN u.le ELSE deliveries.last_error END \
+                 FROM u WHERE deliveries.id = u.id AND deliveries.lease_token = u.tk; ",
+            );
+        }
+        tx.commit_with(qb).await
     }
 
     async fn release(&self, leases: &[Lease], now: i64) -> Result<(), StoreError> {
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        for l in leases {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_token = NULL, \
-                 updated_at = $1 WHERE id = $2 AND lease_token = $3",
-            )
-            .bind(now)
-            .bind(&l.delivery_id)
-            .bind(&l.lease_token)
-            .execute(&mut *tx)
-            .await?;
+        if leases.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.writer.begin().await?;
+        let mut qb = tx.statement();
+        for chunk in leases.chunks(ROWS_PER_STATEMENT) {
+            qb.push("WITH u(id, tk) AS (");
+            qb.push_values(chunk, |mut b, l| {
+                b.push_bind(l.delivery_id.as_str())
+                    .push_bind(l.lease_token.as_str());
+            });
+            qb.push(") UPDATE deliveries SET status = 'pending', next_attempt_at = ")
+                .push_bind(now)
+                .push(", lease_token = NULL, updated_at = ")
+                .push_bind(now)
+                .push(" FROM u WHERE deliveries.id = u.id AND deliveries.lease_token = u.tk; ");
+        }
+        tx.commit_with(qb).await
     }
 
     async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError> {
@@ -490,7 +495,7 @@ impl Store for SqliteStore {
         )
         .bind(now)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.conn().await?)
         .await?;
         if done.rows_affected() == 1 {
             return Ok(RetryResult::Requeued);
@@ -567,7 +572,11 @@ impl Store for SqliteStore {
                 sep.push_bind(id.clone());
             }
             qb.push(")");
-            requeued += qb.build().execute(&self.writer).await?.rows_affected();
+            requeued += qb
+                .build()
+                .execute(&mut *self.writer.conn().await?)
+                .await?
+                .rows_affected();
             progress(requeued, total);
         }
         Ok(requeued)
@@ -624,7 +633,7 @@ impl Store for SqliteStore {
             )
             .bind(c.delivered_before)
             .bind(c.dead_before)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await?)
             .await?
             .rows_affected();
             counts.messages += n;
@@ -634,7 +643,7 @@ impl Store for SqliteStore {
         }
         counts.dedupe_keys = sqlx::query("DELETE FROM dedupe WHERE created_at < $1")
             .bind(c.dedupe_before)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.conn().await?)
             .await?
             .rows_affected();
         Ok(counts)
@@ -672,7 +681,7 @@ impl Store for SqliteStore {
         .bind(paused as i64)
         .bind(reason)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.conn().await?)
         .await?;
         Ok(())
     }
@@ -701,7 +710,7 @@ impl Store for SqliteStore {
              WHERE status = 'in_flight'",
         )
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.conn().await?)
         .await?
         .rows_affected();
         Ok(n)
