@@ -120,7 +120,9 @@ impl Relay {
         let mut tasks = Vec::new();
 
         let s = store.clone();
-        let (commits, commit_task) = Batcher::spawn(
+        let (commits, commit_task) = Batcher::spawn_dedicated(
+            "hookrelay-ingest",
+            store.dedicated_commit_thread(),
             config.server.max_pending_commits,
             config.store.ingest_batch,
             move |batch: Vec<store::NewMessage>| {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -227,13 +227,19 @@ impl Dispatcher {
         shutdown_grace: Duration,
     ) -> Dispatcher {
         let s = store.clone();
-        let (completions, _task) = Batcher::spawn(8192, 512, move |batch: Vec<Completion>| {
-            let s = s.clone();
-            async move {
-                let n = batch.len();
-                s.complete(&batch).await.map(|_| vec![(); n])
-            }
-        });
+        let (completions, _task) = Batcher::spawn_dedicated(
+            "hookrelay-outcomes",
+            store.dedicated_commit_thread(),
+            8192,
+            512,
+            move |batch: Vec<Completion>| {
+                let s = s.clone();
+                async move {
+                    let n = batch.len();
+                    s.complete(&batch).await.map(|_| vec![(); n])
+                }
+            },
+        );
         Dispatcher {
             store,
             sinks,
@@ -272,6 +278,8 @@ impl Dispatcher {
         let names = [rt.name.clone()];
         let mut buf: VecDeque<Claimed> = VecDeque::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
+        let sending = Arc::new(Semaphore::new(concurrency.max(1)));
+        let freed = Arc::new(Notify::new());
         let mut running: HashMap<tokio::task::Id, Vec<Lease>> = HashMap::new();
         // Set when the last claim came back short: the queue is empty, so
         // wait for a wake-up or a timer before asking again.
@@ -320,7 +328,14 @@ impl Dispatcher {
                     }
                 }
             }
-            while tasks.len() < concurrency && !rt.paused() {
+            while !rt.paused() {
+                // `concurrency` bounds requests in flight, not outcomes
+                // waiting for their commit: a slot is free again as soon as
+                // the sink has answered, so commits batch up instead of
+                // holding slots idle.
+                let Ok(slot) = sending.clone().try_acquire_owned() else {
+                    break;
+                };
                 let batch = take_batch(&mut buf, rt.sink.max_batch_rows());
                 if batch.is_empty() {
                     break;
@@ -328,14 +343,20 @@ impl Dispatcher {
                 let leases: Vec<Lease> = batch.iter().map(Claimed::lease).collect();
                 let me = self.clone();
                 let r = rt.clone();
+                let freed = freed.clone();
                 let h = tasks.spawn(async move {
-                    for c in me.attempt(&r, batch, None).await {
+                    let done = me.attempt(&r, batch, None).await;
+                    drop(slot);
+                    freed.notify_one();
+                    for c in done {
                         if let Err(e) = me.completions.submit_wait(c).await {
                             // The lease will expire and the delivery be tried again.
                             tracing::warn!(sink = %r.name, error = %e, "cannot record an attempt");
                         }
                     }
                 });
+                // Until the outcome is committed the lease stays listed, so
+                // shutdown releases it if the commit never happens.
                 running.insert(h.id(), leases);
             }
             let wait = if let (true, Some(t)) = (rt.circuit_open(), rt.reopen_at()) {
@@ -361,6 +382,7 @@ impl Dispatcher {
                     let id = match res { Ok((id, ())) => id, Err(e) => e.id() };
                     running.remove(&id);
                 }
+                _ = freed.notified() => {}
                 _ = rt.wake.notified() => drained = false,
                 _ = self.store.wait_for_work() => drained = false,
                 _ = tokio::time::sleep(wait) => drained = false,

@@ -54,6 +54,14 @@ pub type ReplayProgress<'a> = dyn Fn(u64, u64) + Send + Sync + 'a;
 /// ever held open across a network call to a sink.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether group commits should run on a thread of their own (see
+    /// [`batch::Batcher::spawn_dedicated`]). True for SQLite, whose single
+    /// writer is the serial path every webhook waits on; Postgres commits
+    /// over the network on the shared runtime.
+    fn dedicated_commit_thread(&self) -> bool {
+        false
+    }
+
     /// Commits a batch of messages with their deliveries in one transaction
     /// (group commit), applying dedupe. Returns one outcome per message, in order.
     async fn ingest(

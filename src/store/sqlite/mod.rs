@@ -124,6 +124,10 @@ const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.sink, d.status, d.attempts
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn dedicated_commit_thread(&self) -> bool {
+        true
+    }
+
     async fn ingest(
         &self,
         batch: &[NewMessage],
