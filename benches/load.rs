@@ -157,7 +157,11 @@ async fn main() {
         let store = fresh_store(&a.store, dir.path()).await;
         let cfg = config(dir.path(), &store, &sink);
         let relays: Vec<Relay> = (0..a.processes).map(|_| Relay::start(&cfg)).collect();
-        admin_post(&client, &relays[0], "/api/v1/sinks/out/pause").await;
+        // Pause on every relay: a pause reaches the others only when they
+        // next read the shared sink state.
+        for r in &relays {
+            admin_post(&client, r, "/api/v1/sinks/out/pause").await;
+        }
         let (n, lat) = ingress(&client, &relays, senders, a.seconds, run).await;
         let rss: Vec<String> = relays.iter().map(rss_text).collect();
         println!(

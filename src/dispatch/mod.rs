@@ -175,6 +175,14 @@ fn claim_batch(p: &DeliveryPolicy, batching: bool) -> usize {
     n
 }
 
+/// The least time between a claim that found the queue (nearly) empty and
+/// the next one. Without it every announced webhook means a claim of one
+/// or two rows per sink per relay — a write statement each, and on
+/// Postgres a scan past every row the last claims left behind — while a
+/// short wait lets the next claim take all that arrived meanwhile. Adds at
+/// most this much to a delivery's latency when the relay is idle.
+const CLAIM_GAP: Duration = Duration::from_millis(20);
+
 /// How long a claimed batch may take before other workers may take it over.
 fn lease_for(p: &DeliveryPolicy, batch: usize) -> Duration {
     let rounds = batch.div_ceil(p.concurrency.max(1)) as u32 + 1;
@@ -284,6 +292,9 @@ impl Dispatcher {
         // Set when the last claim came back short: the queue is empty, so
         // wait for a wake-up or a timer before asking again.
         let mut drained = false;
+        // When the last claim came back short: the next one waits out
+        // CLAIM_GAP (see there) however soon new work is announced.
+        let mut short_at: Option<Instant> = None;
         let mut failures: u32 = 0;
         loop {
             if cancel.is_cancelled() {
@@ -304,11 +315,20 @@ impl Dispatcher {
                     }
                 }
             }
-            if want > 0 && !drained && !rt.paused() && buf.len() < concurrency.max(want) {
+            let hold = short_at
+                .map(|t| CLAIM_GAP.saturating_sub(t.elapsed()))
+                .filter(|d| !d.is_zero());
+            if want > 0
+                && !drained
+                && hold.is_none()
+                && !rt.paused()
+                && buf.len() < concurrency.max(want)
+            {
                 let now = now_ms();
                 match self.store.claim(&rt.name, want, now, now + lease).await {
                     Ok(v) => {
                         drained = v.len() < want;
+                        short_at = drained.then(Instant::now);
                         if v.is_empty() && rt.circuit_open() {
                             // Nothing to probe with: give the probe back.
                             if let Ok(mut c) = rt.circuit.lock() {
@@ -364,6 +384,8 @@ impl Dispatcher {
             } else if failures > 0 {
                 // Store trouble: back off up to 5 s, then try again.
                 Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(5))
+            } else if let (false, Some(h)) = (drained || rt.paused(), hold) {
+                h
             } else if tasks.is_empty() && !drained && !rt.paused() {
                 Duration::ZERO
             } else if tasks.is_empty() && !rt.paused() {

@@ -29,6 +29,7 @@ pub struct PgStore {
     pool: PgPool,
     work: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
+    hinting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for PgStore {
@@ -72,6 +73,7 @@ impl PgStore {
             pool,
             work,
             listener,
+            hinting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }))
     }
 
@@ -81,6 +83,32 @@ impl PgStore {
             .bind(CHANNEL)
             .execute(&self.pool)
             .await;
+    }
+}
+
+impl PgStore {
+    /// Sends the new-work NOTIFY after an ingest commit, without waiting
+    /// for it and with at most one in flight.
+    ///
+    /// Not inside the ingest transaction: Postgres serialises the commits
+    /// of transactions that NOTIFY under one database-wide lock held across
+    /// the WAL flush, so relays sharing a database would take turns
+    /// committing. A NOTIFY on its own writes no WAL and holds that lock
+    /// only briefly. Coalescing is safe because a NOTIFY is a hint: this
+    /// relay's own workers were woken directly, and every relay polls.
+    fn hint_new_work(&self) {
+        use std::sync::atomic::Ordering;
+        if self.hinting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, hinting) = (self.pool.clone(), self.hinting.clone());
+        tokio::spawn(async move {
+            let _ = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&pool)
+                .await;
+            hinting.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -275,13 +303,15 @@ impl Store for PgStore {
                 .bind(ds.iter().map(|(_, d)| d.events.as_str()).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
             }
         }
         tx.commit().await?;
+        if out
+            .iter()
+            .any(|o| matches!(o, IngestOutcome::Accepted { deliveries, .. } if *deliveries > 0))
+        {
+            self.hint_new_work();
+        }
         Ok(out)
     }
 
