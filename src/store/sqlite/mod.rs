@@ -35,6 +35,16 @@ pub struct SqliteStore {
     // Held for the life of a serving relay: a second `serve` on the same file
     // is refused, which is what makes `recover` safe.
     lock: std::sync::Mutex<Option<File>>,
+    // Copies the WAL into the database beside the writer; serving only.
+    checkpointer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Ok(Some(c)) = self.checkpointer.get_mut().map(Option::take) {
+            c.abort();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -53,7 +63,8 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
+            .pragma("cache_size", "-16000")
+            .pragma("wal_autocheckpoint", writer::WAL_AUTOCHECKPOINT_PAGES);
         let lock = if serving {
             let path = format!("{}.lock", opts.get_filename().display());
             let file = File::create(&path)
@@ -76,6 +87,7 @@ impl SqliteStore {
         }
         // No ping before each acquire: it is one more hop to the connection's
         // thread, and an embedded database does not go away like a server.
+        let checkpointer = serving.then(|| writer::spawn_checkpointer(opts.clone()));
         let reader = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(config.max_connections)
@@ -86,6 +98,7 @@ impl SqliteStore {
             writer,
             reader,
             lock: std::sync::Mutex::new(lock),
+            checkpointer: std::sync::Mutex::new(checkpointer),
         })
     }
 
@@ -696,6 +709,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Some(c) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+            c.abort();
+        }
         self.writer.close().await;
         self.reader.close().await;
         // Dropping the file releases the serve lock: a relay started right
