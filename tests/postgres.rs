@@ -129,6 +129,76 @@ async fn two_relays_share_the_work_without_double_claims() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pause_through_one_relay_reaches_the_other() {
+    let Some(b) = pg_backend().await else { return };
+    let sink = TestSink::start().await;
+    let cfg = write_config(
+        b.dir.path(),
+        &config_text(&b.url, &http_sink("out", &sink, "")),
+    );
+    let r1 = RelayProcess::start(&cfg, b.dir.path());
+    let r2 = RelayProcess::start(&cfg, b.dir.path());
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let admin = |relay: &RelayProcess, path: &str| {
+        client
+            .post(format!("{}{path}", relay.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let state = |relay: &RelayProcess| {
+        let req = client
+            .get(format!("{}/api/v1/sinks", relay.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send();
+        async move {
+            let v: Value = req.await.unwrap().json().await.unwrap();
+            v["items"][0]["state"].as_str().unwrap_or("").to_string()
+        }
+    };
+    assert_eq!(
+        admin(&r1, "/api/v1/sinks/out/pause")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    eventually(
+        Duration::from_secs(10),
+        "relay 2 sees the pause",
+        || async { state(&r2).await == "paused" },
+    )
+    .await;
+    // Webhooks taken in by relay 2 wait, as they would on relay 1.
+    let client2 = client.clone();
+    let r = client2
+        .post(format!("{}/hooks/portal", r2.ingress))
+        .header("content-type", "application/json")
+        .header("secret", PORTAL_SECRET)
+        .body(unique_portal(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sink.count(), 0, "no relay sends for a paused sink");
+    // Resumed through relay 2: relay 1 follows and the webhook goes out.
+    assert_eq!(
+        admin(&r2, "/api/v1/sinks/out/resume")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    eventually(
+        Duration::from_secs(10),
+        "relay 1 sees the resume",
+        || async { state(&r1).await == "active" },
+    )
+    .await;
+    sink.wait_for(1, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_one_relay_hands_its_leases_to_the_other() {
     let Some(b) = pg_backend().await else { return };
     let sink = TestSink::start().await;

@@ -51,6 +51,8 @@ pub struct SinkRuntime {
     /// The sender.
     pub sink: Arc<dyn Sink>,
     paused: AtomicBool,
+    // `updated_at` of the durable pause state last applied here.
+    state_seen: std::sync::atomic::AtomicI64,
     wake: Notify,
     limiter: Option<RateLimiter>,
     circuit: std::sync::Mutex<Circuit>,
@@ -133,6 +135,7 @@ impl SinkSet {
                 policy,
                 sink,
                 paused: AtomicBool::new(false),
+                state_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
                 wake: Notify::new(),
             }));
         }
@@ -152,8 +155,18 @@ impl SinkSet {
     /// Loads the durable pause flags.
     pub async fn load_state(&self, store: &dyn Store) -> Result<(), StoreError> {
         for row in store.sink_states().await? {
-            if let Some(s) = self.get(&row.sink) {
-                s.paused.store(row.paused, Ordering::Relaxed);
+            let Some(s) = self.get(&row.sink) else {
+                continue;
+            };
+            // Only a changed row is applied, so a refresh that read the row
+            // just before this process changed it cannot undo that. (By
+            // change, not by time: relays' clocks may disagree.)
+            if s.state_seen.swap(row.updated_at, Ordering::AcqRel) == row.updated_at {
+                continue;
+            }
+            if s.paused() != row.paused {
+                tracing::info!(sink = %s.name, paused = row.paused, "sink state changed in the store (another relay or the CLI)");
+                s.set_paused(row.paused);
             }
         }
         Ok(())
@@ -174,6 +187,9 @@ fn claim_batch(p: &DeliveryPolicy, batching: bool) -> usize {
     }
     n
 }
+
+/// How often a relay re-reads pause states others may have changed.
+pub const STATE_REFRESH: Duration = Duration::from_secs(2);
 
 /// The least time between a claim that found the queue (nearly) empty and
 /// the next one. Without it every announced webhook means a claim of one
@@ -267,7 +283,24 @@ impl Dispatcher {
         for rt in self.sinks.iter() {
             loops.spawn(self.clone().sink_loop(rt.clone(), cancel.clone()));
         }
+        let refresh = tokio::spawn(self.clone().refresh_state(cancel.clone()));
         while loops.join_next().await.is_some() {}
+        refresh.abort();
+    }
+
+    /// Re-reads the durable pause state every [`STATE_REFRESH`], so a pause
+    /// or resume made through another relay on the same database, or with
+    /// the CLI, takes effect here too.
+    async fn refresh_state(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(STATE_REFRESH) => {}
+            }
+            if let Err(e) = self.sinks.load_state(self.store.as_ref()).await {
+                tracing::debug!(error = %e, "cannot re-read sink states; will try again");
+            }
+        }
     }
 
     async fn sink_loop(self: Arc<Self>, rt: Arc<SinkRuntime>, cancel: CancellationToken) {
