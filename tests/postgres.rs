@@ -30,6 +30,19 @@ async fn pg_backend() -> Option<Backend> {
     Backend::new(Kind::Postgres).await
 }
 
+/// Two relay processes on `b`'s database with one http sink (`extra` adds
+/// its delivery settings).
+fn two_relays(b: &Backend, sink: &TestSink, extra: &str) -> (RelayProcess, RelayProcess) {
+    let cfg = write_config(
+        b.dir.path(),
+        &config_text(&b.url, &http_sink("out", sink, extra)),
+    );
+    (
+        RelayProcess::start(&cfg, b.dir.path()),
+        RelayProcess::start(&cfg, b.dir.path()),
+    )
+}
+
 /// Posts `total` unique payloads from 16 senders, spread over the relays
 /// whose URLs are in `targets` (a target may be swapped while running).
 /// Returns the acknowledged message ids and the number of failed requests.
@@ -105,12 +118,7 @@ async fn send_all(
 async fn two_relays_share_the_work_without_double_claims() {
     let Some(b) = pg_backend().await else { return };
     let sink = TestSink::start().await;
-    let cfg = write_config(
-        b.dir.path(),
-        &config_text(&b.url, &http_sink("out", &sink, "concurrency = 4")),
-    );
-    let r1 = RelayProcess::start(&cfg, b.dir.path());
-    let r2 = RelayProcess::start(&cfg, b.dir.path());
+    let (r1, r2) = two_relays(&b, &sink, "concurrency = 4");
     let targets = Arc::new(Mutex::new(vec![r1.ingress.clone(), r2.ingress.clone()]));
     let (acked, failed) = send_all(targets, 600, |_| {}).await;
     assert_eq!((acked.len(), failed), (600, 0));
@@ -132,12 +140,7 @@ async fn two_relays_share_the_work_without_double_claims() {
 async fn a_pause_through_one_relay_reaches_the_other() {
     let Some(b) = pg_backend().await else { return };
     let sink = TestSink::start().await;
-    let cfg = write_config(
-        b.dir.path(),
-        &config_text(&b.url, &http_sink("out", &sink, "")),
-    );
-    let r1 = RelayProcess::start(&cfg, b.dir.path());
-    let r2 = RelayProcess::start(&cfg, b.dir.path());
+    let (r1, r2) = two_relays(&b, &sink, "");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let admin = |relay: &RelayProcess, path: &str| {
         client
@@ -247,12 +250,7 @@ async fn sigkill_of_one_relay_hands_its_leases_to_the_other() {
 async fn dedupe_holds_across_processes() {
     let Some(b) = pg_backend().await else { return };
     let sink = TestSink::start().await;
-    let cfg = write_config(
-        b.dir.path(),
-        &config_text(&b.url, &http_sink("out", &sink, "")),
-    );
-    let r1 = RelayProcess::start(&cfg, b.dir.path());
-    let r2 = RelayProcess::start(&cfg, b.dir.path());
+    let (r1, r2) = two_relays(&b, &sink, "");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for round in 0..10 {
         let body = unique_portal(10_000 + round);
