@@ -136,44 +136,50 @@ async fn two_relays_share_the_work_without_double_claims() {
     assert_eq!(dups, 0, "no double claims in normal operation");
 }
 
+/// `action` ("pause" or "resume") on sink `out` through `via`'s admin API,
+/// then waits until `other` reports the sink as `want`.
+async fn switch_and_see(
+    client: &reqwest::Client,
+    via: &RelayProcess,
+    other: &RelayProcess,
+    action: &str,
+    want: &str,
+) {
+    let r = client
+        .post(format!("{}/api/v1/sinks/out/{action}", via.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{action}");
+    eventually(
+        Duration::from_secs(10),
+        &format!("the other relay sees {want}"),
+        || async {
+            let v: Value = client
+                .get(format!("{}/api/v1/sinks", other.admin))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["items"][0]["state"] == want
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pause_through_one_relay_reaches_the_other() {
     let Some(b) = pg_backend().await else { return };
     let sink = TestSink::start().await;
     let (r1, r2) = two_relays(&b, &sink, "");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let admin = |relay: &RelayProcess, path: &str| {
-        client
-            .post(format!("{}{path}", relay.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-    };
-    let state = |relay: &RelayProcess| {
-        let req = client
-            .get(format!("{}/api/v1/sinks", relay.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send();
-        async move {
-            let v: Value = req.await.unwrap().json().await.unwrap();
-            v["items"][0]["state"].as_str().unwrap_or("").to_string()
-        }
-    };
-    assert_eq!(
-        admin(&r1, "/api/v1/sinks/out/pause")
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    eventually(
-        Duration::from_secs(10),
-        "relay 2 sees the pause",
-        || async { state(&r2).await == "paused" },
-    )
-    .await;
+    switch_and_see(&client, &r1, &r2, "pause", "paused").await;
     // Webhooks taken in by relay 2 wait, as they would on relay 1.
-    let client2 = client.clone();
-    let r = client2
+    let r = client
         .post(format!("{}/hooks/portal", r2.ingress))
         .header("content-type", "application/json")
         .header("secret", PORTAL_SECRET)
@@ -185,19 +191,7 @@ async fn a_pause_through_one_relay_reaches_the_other() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(sink.count(), 0, "no relay sends for a paused sink");
     // Resumed through relay 2: relay 1 follows and the webhook goes out.
-    assert_eq!(
-        admin(&r2, "/api/v1/sinks/out/resume")
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    eventually(
-        Duration::from_secs(10),
-        "relay 1 sees the resume",
-        || async { state(&r1).await == "active" },
-    )
-    .await;
+    switch_and_see(&client, &r2, &r1, "resume", "active").await;
     sink.wait_for(1, Duration::from_secs(10)).await;
 }
 

@@ -46,6 +46,32 @@ async fn sqlite_wal_stays_bounded_under_continuous_writes() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_copied_into_the_database_in_the_background() {
+    // Well under the writer's own checkpoint bound (4,000 pages): only the
+    // background checkpointer moves these pages into the database file.
+    let b = Backend::new(Kind::Sqlite).await.unwrap();
+    let (app, _sink) = quiet_app(b).await;
+    let store = app.relay().store.clone();
+    let db = app.backend.dir.path().join("relay.db");
+    let now = now_ms();
+    let batch: Vec<NewMessage> = (0..300)
+        .map(|i| {
+            let mut m = message("portal", &format!("k{i}"), 0, now, &["out"]);
+            m.body = vec![b'x'; 6_000];
+            m
+        })
+        .collect();
+    store.ingest(&batch, now).await.unwrap();
+    eventually(
+        std::time::Duration::from_secs(5),
+        "the database file holds the 1.8 MB just written",
+        || async { std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) > 1_500_000 },
+    )
+    .await;
+    app.stop().await;
+}
+
 both_stores!(
     batch_dedupe_follows_batch_order,
     large_batches_are_written_whole,
