@@ -57,28 +57,26 @@ async fn generic_plan(conn: &mut PgConnection, name: &str, sql: &str, args: &str
         .join("\n")
 }
 
-#[tokio::test]
-async fn claims_read_the_queue_index_not_the_table() {
+/// Fails unless the generic plan of `sql` reads `deliveries_queue` and
+/// scans no table sequentially.
+async fn assert_reads_queue_index(name: &str, sql: &str, args: &str) {
     let Some(mut conn) = database_with_backlog().await else {
         return;
     };
-    let plan = generic_plan(&mut conn, "claim", CLAIM_SQL, "'t', 10, 9000, 'out', 64").await;
+    let plan = generic_plan(&mut conn, name, sql, args).await;
     assert!(
         !plan.contains("Seq Scan"),
-        "claim plan scans a table: {plan}"
+        "{name} plan scans a table: {plan}"
     );
-    assert!(plan.contains("deliveries_queue"), "claim plan: {plan}");
+    assert!(plan.contains("deliveries_queue"), "{name} plan: {plan}");
+}
+
+#[tokio::test]
+async fn claims_read_the_queue_index_not_the_table() {
+    assert_reads_queue_index("claim", CLAIM_SQL, "'t', 10, 9000, 'out', 64").await;
 }
 
 #[tokio::test]
 async fn next_due_reads_the_queue_index_not_the_table() {
-    let Some(mut conn) = database_with_backlog().await else {
-        return;
-    };
-    let plan = generic_plan(&mut conn, "next_due", NEXT_DUE_SQL, "ARRAY['out', 'other']").await;
-    assert!(
-        !plan.contains("Seq Scan"),
-        "next_due plan scans a table: {plan}"
-    );
-    assert!(plan.contains("deliveries_queue"), "next_due plan: {plan}");
+    assert_reads_queue_index("next_due", NEXT_DUE_SQL, "ARRAY['out', 'other']").await;
 }
