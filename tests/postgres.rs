@@ -1,7 +1,8 @@
 //! Scale-out on Postgres: several relay processes on one database, a
 //! SIGKILL of one of them, dedupe across processes, and Postgres itself
 //! stopping and starting mid-run (on a private server the test starts, so
-//! no other test is disturbed).
+//! no other test is disturbed), and a pool too small for the group-commit
+//! loops to keep connections.
 
 mod common;
 
@@ -448,4 +449,31 @@ async fn postgres_stopping_answers_503_and_everything_resumes() {
     sink.wait_for_messages(&acked, Duration::from_secs(30))
         .await;
     drop(app);
+}
+
+/// With a pool too small for the group-commit loops to keep connections
+/// (`max_connections` below 4), they take one per batch instead, so
+/// ingress, claims and the admin API all still get one.
+#[tokio::test]
+async fn a_two_connection_pool_still_accepts_delivers_and_answers() {
+    let Some(b) = pg_backend().await else { return };
+    let sink = TestSink::start().await;
+    let text = config_text(&b.url, &http_sink("out", &sink, ""))
+        .replace("[store]\n", "[store]\nmax_connections = 2\n");
+    let app = Arc::new(spawn_app_text(b, &text, test_options()).await);
+    let mut senders = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let app = app.clone();
+        senders.spawn(async move { app.accept_portal(&unique_portal(n)).await });
+    }
+    let ids: HashSet<String> = senders.join_all().await.into_iter().collect();
+    assert_eq!(ids.len(), 40);
+    sink.wait_for_messages(&ids, Duration::from_secs(30)).await;
+    let r = app.admin_get("/api/v1/deliveries?status=delivered").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(40));
+    if let Ok(app) = Arc::try_unwrap(app) {
+        app.stop().await;
+    }
 }
