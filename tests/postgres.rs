@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::process::*;
 use common::*;
+use hookrelay::app::RelayOptions;
 use serde_json::Value;
 
 fn shared_pg() -> Option<String> {
@@ -476,4 +477,53 @@ async fn a_two_connection_pool_still_accepts_delivers_and_answers() {
     if let Ok(app) = Arc::try_unwrap(app) {
         app.stop().await;
     }
+}
+
+/// A relay that polls only once a minute still delivers, within seconds,
+/// what another relay accepted: the accepting relay's NOTIFY wakes it.
+/// The accepting relay does not dispatch, so only the other can deliver;
+/// a burst after that (inside one 20 ms NOTIFY gap) arrives too. (The burst
+/// passes even with hints dropped inside the gap, since the woken relay
+/// re-reads the next due time while busy: the NOTIFY gap's trailing send
+/// is covered by reasoning, not by this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notify_from_one_relay_wakes_another_before_its_poll() {
+    let Some(b) = pg_backend().await else { return };
+    let sink = TestSink::start().await;
+    let sinks = http_sink("out", &sink, "");
+    let slow_poll =
+        config_text(&b.url, &sinks).replace("poll_interval = \"100ms\"", "poll_interval = \"60s\"");
+    assert!(slow_poll.contains("\"60s\""));
+    let cfg = write_config(b.dir.path(), &slow_poll);
+    let delivering = RelayProcess::start(&cfg, b.dir.path());
+    let text = config_text(&b.url, &sinks);
+    let opts = RelayOptions {
+        dispatch: false,
+        ..test_options()
+    };
+    let accepting = spawn_app_text(b, &text, opts).await;
+    // The delivering relay's LISTEN starts moments after it does: post
+    // until the first webhook arrives (each post sends a NOTIFY). Without
+    // NOTIFY nothing arrives before its 60 s poll.
+    let mut ids = HashSet::new();
+    let started = std::time::Instant::now();
+    while sink.count() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing delivered: no NOTIFY reached the other relay"
+        );
+        ids.insert(accepting.accept_portal(&unique_portal(ids.len())).await);
+        let arrived = async {
+            while sink.count() == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), arrived).await;
+    }
+    for n in 0..5 {
+        ids.insert(accepting.accept_portal(&unique_portal(100 + n)).await);
+    }
+    sink.wait_for_messages(&ids, Duration::from_secs(20)).await;
+    drop(delivering);
+    accepting.stop().await;
 }
