@@ -1,8 +1,9 @@
 //! Scale-out on Postgres: several relay processes on one database, a
 //! SIGKILL of one of them, dedupe across processes, and Postgres itself
 //! stopping and starting mid-run (on a private server the test starts, so
-//! no other test is disturbed), and a pool too small for the group-commit
-//! loops to keep connections.
+//! no other test is disturbed), a pool too small for the group-commit
+//! loops to keep connections, a kept connection closed while idle, and a
+//! NOTIFY waking another relay.
 
 mod common;
 
@@ -526,4 +527,32 @@ async fn a_notify_from_one_relay_wakes_another_before_its_poll() {
     sink.wait_for_messages(&ids, Duration::from_secs(20)).await;
     drop(delivering);
     accepting.stop().await;
+}
+
+/// A group-commit loop keeps its connection between batches; one that sat
+/// idle goes back through the pool (which pings it) before the next batch,
+/// so a connection the server closed while idle costs no 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_closed_while_idle_costs_no_refused_webhook() {
+    use sqlx::Connection;
+    let Some(b) = pg_backend().await else { return };
+    let sink = TestSink::start().await;
+    let url = b.url.clone();
+    let app = spawn_app(b, &http_sink("out", &sink, "")).await;
+    app.accept_portal(&unique_portal(1)).await;
+    // As an idle timeout or a restarted proxy would: close every
+    // connection the relay holds, then leave it idle past KEEP_IDLE (1 s).
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed > 0, "the relay holds connections");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let r = app.post_portal(&unique_portal(2)).await;
+    assert_eq!(r.status(), 200, "first webhook after the idle close");
+    app.stop().await;
 }

@@ -2,6 +2,8 @@
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
+use std::time::{Duration, Instant};
+
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::store::StoreError;
@@ -16,13 +18,29 @@ use crate::store::StoreError;
 /// dropped (and closed by the pool), so the next batch starts on a fresh,
 /// pinged one: after Postgres restarts, at most one batch per loop fails.
 ///
+/// A connection left unused for [`KEEP_IDLE`] goes back to the pool before
+/// the next batch, which then takes one the pool has pinged: a server,
+/// firewall or proxy may close an idle connection, and the first batch on
+/// it would fail with a 503 that the pool's ping avoids. Under load the
+/// kept connection is never that idle.
+///
 /// A pool smaller than [`KEEP_FROM_POOL_SIZE`] cannot spare two kept
 /// connections (claims and the admin API would starve), so there each
 /// statement takes a connection and gives it back, as before.
 pub(super) struct Held {
-    slot: Mutex<Option<PoolConnection<Postgres>>>,
+    slot: Mutex<Option<Kept>>,
     keep: bool,
 }
+
+/// A kept connection and when its last statement finished.
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    used: Instant,
+}
+
+/// How long a kept connection may sit unused before it is pinged again
+/// (by going back through the pool).
+pub(super) const KEEP_IDLE: Duration = Duration::from_secs(1);
 
 /// The least pool size at which the two group-commit loops keep their
 /// connections.
@@ -41,8 +59,14 @@ impl Held {
     /// statement's result through [`HeldConn::check`].
     pub(super) async fn get(&self, pool: &PgPool) -> Result<HeldConn<'_>, StoreError> {
         let mut slot = self.slot.lock().await;
+        if slot.as_ref().is_some_and(|k| k.used.elapsed() > KEEP_IDLE) {
+            *slot = None;
+        }
         if slot.is_none() {
-            *slot = Some(pool.acquire().await?);
+            *slot = Some(Kept {
+                conn: pool.acquire().await?,
+                used: Instant::now(),
+            });
         }
         Ok(HeldConn {
             slot,
@@ -58,7 +82,7 @@ impl Held {
 
 /// A [`Held`] connection, locked for one statement.
 pub(super) struct HeldConn<'a> {
-    slot: MutexGuard<'a, Option<PoolConnection<Postgres>>>,
+    slot: MutexGuard<'a, Option<Kept>>,
     keep: bool,
 }
 
@@ -66,7 +90,7 @@ impl HeldConn<'_> {
     /// The connection to run a statement on.
     pub(super) fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
         match self.slot.as_mut() {
-            Some(c) => Ok(&mut **c),
+            Some(k) => Ok(&mut *k.conn),
             None => Err(StoreError::Corrupt("held connection missing".into())),
         }
     }
@@ -76,6 +100,8 @@ impl HeldConn<'_> {
     pub(super) fn check<T>(mut self, r: Result<T, sqlx::Error>) -> Result<T, StoreError> {
         if r.is_err() || !self.keep {
             *self.slot = None;
+        } else if let Some(k) = self.slot.as_mut() {
+            k.used = Instant::now();
         }
         Ok(r?)
     }

@@ -32,6 +32,9 @@ mod plan_tests;
 
 const CHANNEL: &str = "hookrelay_work";
 
+/// Dedupe key holders: (source, key) -> message id.
+type Holders = HashMap<(String, String), String>;
+
 /// The Postgres store.
 pub struct PgStore {
     pool: PgPool,
@@ -162,7 +165,10 @@ impl PgStore {
     /// Writes a whole ingest batch in one statement, so one round trip and
     /// one implicit transaction: the dedupe upsert of `candidates`, then
     /// every message that needs no dedupe or won its key, then those
-    /// messages' deliveries. Returns the ids of the candidates that won.
+    /// messages' deliveries. Returns the ids of the candidates that won,
+    /// and the holders of candidate keys as they were when the statement
+    /// began (so a key that lost to an older message is answered without
+    /// another query after the commit).
     ///
     /// One statement rather than BEGIN + three inserts + COMMIT because
     /// relays sharing a database pay Postgres per statement and per round
@@ -172,7 +178,7 @@ impl PgStore {
         batch: &[NewMessage],
         candidates: &[usize],
         now: i64,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
+    ) -> Result<(std::collections::HashSet<String>, Holders), StoreError> {
         let cand = |f: fn(&NewMessage) -> &str| -> Vec<&str> {
             candidates.iter().map(|i| f(&batch[*i])).collect()
         };
@@ -185,68 +191,78 @@ impl PgStore {
             .flat_map(|m| m.deliveries.iter().map(move |d| (m, d)))
             .collect();
         let mut held = self.ingest_conn.get(&self.pool).await?;
-        let won: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
-            "WITH won AS ( \
-               INSERT INTO dedupe AS t (source, key, message_id, created_at) \
-               SELECT s, k, m, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(s, k, m) \
-               ON CONFLICT (source, key) DO UPDATE SET message_id = excluded.message_id, \
-               created_at = excluded.created_at \
-               WHERE t.created_at < (SELECT c FROM UNNEST($1::text[], $2::text[], $5::bigint[]) AS w(s, k, c) \
-                 WHERE w.s = t.source AND w.k = t.key LIMIT 1) \
-               RETURNING message_id), \
-             msg AS ( \
-               INSERT INTO messages (id, source, received_at, content_type, headers, body, events) \
-               SELECT i, s, r, c, h, b, e \
-               FROM UNNEST($6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::bytea[], \
-                           $12::text[], $13::bool[]) AS u(i, s, r, c, h, b, e, g) \
-               WHERE NOT g OR i IN (SELECT message_id FROM won) \
-               RETURNING id), \
-             del AS ( \
-               INSERT INTO deliveries (id, message_id, sink, status, attempts, next_attempt_at, \
-                 events, cycle_started_at, created_at, updated_at) \
-               SELECT i, m, s, 'pending', 0, t, e, t, t, t \
-               FROM UNNEST($14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[]) AS u(i, m, s, t, e) \
-               WHERE m IN (SELECT id FROM msg)) \
-             SELECT message_id FROM won",
-        )
-        .bind(cand(|m| &m.source))
-        .bind(cand(|m| &m.dedupe_key))
-        .bind(cand(|m| &m.id))
-        .bind(now)
-        .bind(&cutoff)
-        .bind(batch.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|m| m.source.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|m| m.received_at).collect::<Vec<_>>())
-        .bind(batch.iter().map(|m| m.content_type.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|m| m.headers.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|m| m.events.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|m| m.dedupe_window_ms > 0).collect::<Vec<_>>())
-        .bind(ds.iter().map(|(_, d)| d.id.as_str()).collect::<Vec<_>>())
-        .bind(ds.iter().map(|(m, _)| m.id.as_str()).collect::<Vec<_>>())
-        .bind(ds.iter().map(|(_, d)| d.sink.as_str()).collect::<Vec<_>>())
-        .bind(ds.iter().map(|(m, _)| m.received_at).collect::<Vec<_>>())
-        .bind(ds.iter().map(|(_, d)| d.events.as_str()).collect::<Vec<_>>())
-        .fetch_all(held.conn()?)
-        .await;
-        Ok(held.check(won)?.into_iter().collect())
+        let rows = sqlx::query(INGEST_SQL)
+            .bind(cand(|m| &m.source))
+            .bind(cand(|m| &m.dedupe_key))
+            .bind(cand(|m| &m.id))
+            .bind(now)
+            .bind(&cutoff)
+            .bind(batch.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.source.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.received_at).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|m| m.content_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(batch.iter().map(|m| m.headers.as_str()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>())
+            .bind(batch.iter().map(|m| m.events.as_str()).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|m| m.dedupe_window_ms > 0)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(ds.iter().map(|(_, d)| d.id.as_str()).collect::<Vec<_>>())
+            .bind(ds.iter().map(|(m, _)| m.id.as_str()).collect::<Vec<_>>())
+            .bind(ds.iter().map(|(_, d)| d.sink.as_str()).collect::<Vec<_>>())
+            .bind(ds.iter().map(|(m, _)| m.received_at).collect::<Vec<_>>())
+            .bind(
+                ds.iter()
+                    .map(|(_, d)| d.events.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(held.conn()?)
+            .await;
+        let mut won = std::collections::HashSet::new();
+        let mut holders = Holders::new();
+        for r in held.check(rows)? {
+            let id: String = r.try_get(0)?;
+            match (
+                r.try_get::<Option<String>, _>(1)?,
+                r.try_get::<Option<String>, _>(2)?,
+            ) {
+                (Some(source), Some(key)) => {
+                    holders.insert((source, key), id);
+                }
+                _ => {
+                    won.insert(id);
+                }
+            }
+        }
+        Ok((won, holders))
     }
 
-    /// Who holds the dedupe keys that `lost` (batch indexes) lost to: read
-    /// after the ingest statement committed, so it sees a holder that
-    /// another relay committed while that statement waited on the key.
+    /// Who holds the dedupe keys that `lost` (batch indexes) lost to, read
+    /// after the ingest statement committed. Needed only when another relay
+    /// committed the holder while that statement waited on the key (it was
+    /// not in the statement's snapshot); an error here fails a batch that
+    /// is already committed, which ArcGIS's retry then meets as a duplicate.
     async fn dedupe_holders(
         &self,
         batch: &[NewMessage],
         lost: &[usize],
-    ) -> Result<HashMap<(String, String), String>, StoreError> {
-        let mut existing = HashMap::new();
+    ) -> Result<Holders, StoreError> {
+        let mut existing = Holders::new();
         if lost.is_empty() {
             return Ok(existing);
         }
         let rows = sqlx::query(
-            "SELECT d.source, d.key, d.message_id FROM dedupe d \
-             JOIN UNNEST($1::text[], $2::text[]) AS u(s, k) ON d.source = u.s AND d.key = u.k",
+            "SELECT * FROM (SELECT u.s, u.k, (SELECT d.message_id FROM dedupe d \
+               WHERE d.source = u.s AND d.key = u.k) AS id FROM UNNEST($1::text[], $2::text[]) AS u(s, k)) AS x \
+             WHERE id IS NOT NULL",
         )
         .bind(
             lost.iter()
@@ -294,6 +310,38 @@ async fn listen(pool: PgPool, work: Arc<Notify>) {
     }
 }
 
+/// One ingest batch: the dedupe upsert of the candidates ($1-$5), the
+/// messages that need no dedupe or won their key ($6-$13), their
+/// deliveries ($14-$18); returns the winners' ids, then the holders of
+/// candidate keys in the statement's snapshot (each looked up by primary
+/// key, so the generic plan never scans `dedupe`; `plan_tests` checks it).
+const INGEST_SQL: &str = "WITH won AS ( \
+               INSERT INTO dedupe AS t (source, key, message_id, created_at) \
+               SELECT s, k, m, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(s, k, m) \
+               ON CONFLICT (source, key) DO UPDATE SET message_id = excluded.message_id, \
+               created_at = excluded.created_at \
+               WHERE t.created_at < (SELECT c FROM UNNEST($1::text[], $2::text[], $5::bigint[]) AS w(s, k, c) \
+                 WHERE w.s = t.source AND w.k = t.key LIMIT 1) \
+               RETURNING message_id), \
+             msg AS ( \
+               INSERT INTO messages (id, source, received_at, content_type, headers, body, events) \
+               SELECT i, s, r, c, h, b, e \
+               FROM UNNEST($6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::bytea[], \
+                           $12::text[], $13::bool[]) AS u(i, s, r, c, h, b, e, g) \
+               WHERE NOT g OR i IN (SELECT message_id FROM won) \
+               RETURNING id), \
+             del AS ( \
+               INSERT INTO deliveries (id, message_id, sink, status, attempts, next_attempt_at, \
+                 events, cycle_started_at, created_at, updated_at) \
+               SELECT i, m, s, 'pending', 0, t, e, t, t, t \
+               FROM UNNEST($14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[]) AS u(i, m, s, t, e) \
+               WHERE m IN (SELECT id FROM msg)) \
+             SELECT message_id, NULL AS source, NULL AS key FROM won \
+             UNION ALL \
+             SELECT * FROM (SELECT (SELECT d.message_id FROM dedupe d WHERE d.source = h.s AND d.key = h.k) AS id, \
+                                   h.s, h.k FROM UNNEST($1::text[], $2::text[]) AS h(s, k)) AS x \
+             WHERE id IS NOT NULL";
+
 /// Leases up to `$5` due deliveries of sink `$4` at time `$3` with token
 /// `$1` until `$2`, and returns them with their messages.
 ///
@@ -301,6 +349,10 @@ async fn listen(pool: PgPool, work: Arc<Notify>) {
 /// statement to a generic plan after five runs, and for `IN` with
 /// `LIMIT $5` that plan hash-joined a sequential scan of the whole table
 /// (46 ms at 40,000 rows, against 5 ms this way; `plan_tests` checks it).
+/// The messages are read by a `LATERAL ... OFFSET 0` subquery, which the
+/// planner cannot turn into a join, so each is a primary-key lookup even
+/// in a plan made while the table was empty (a join planned then would
+/// hash a sequential scan of `messages` on every claim from then on).
 const CLAIM_SQL: &str = "WITH c AS ( \
                UPDATE deliveries SET status = 'in_flight', lease_token = $1, next_attempt_at = $2, updated_at = $3 \
                WHERE id = ANY(ARRAY(SELECT id FROM deliveries WHERE sink = $4 \
@@ -309,7 +361,8 @@ const CLAIM_SQL: &str = "WITH c AS ( \
                RETURNING id, message_id, attempts, cycle_started_at, events) \
              SELECT c.id, c.message_id, c.attempts, c.cycle_started_at, c.events AS matched, \
                     m.source, m.received_at, m.content_type, m.body, m.events \
-             FROM c JOIN messages m ON m.id = c.message_id";
+             FROM c CROSS JOIN LATERAL (SELECT source, received_at, content_type, body, events \
+                                        FROM messages WHERE messages.id = c.message_id OFFSET 0) AS m";
 
 /// The earliest due time over the sinks in `$1`: per sink, so each lookup
 /// is the first entry of the queue index, not a scan of every backlog.
@@ -364,18 +417,22 @@ impl Store for PgStore {
                 }
             }
         }
-        let won = self.ingest_statement(batch, &candidates, now).await?;
+        let (won, mut existing) = self.ingest_statement(batch, &candidates, now).await?;
         let won: std::collections::HashSet<usize> = candidates
             .iter()
             .copied()
             .filter(|i| won.contains(batch[*i].id.as_str()))
             .collect();
-        let lost: Vec<usize> = candidates
+        let unknown: Vec<usize> = candidates
             .iter()
             .copied()
-            .filter(|i| !won.contains(i))
+            .filter(|i| {
+                let m = &batch[*i];
+                !won.contains(i)
+                    && !existing.contains_key(&(m.source.clone(), m.dedupe_key.clone()))
+            })
             .collect();
-        let existing = self.dedupe_holders(batch, &lost).await?;
+        existing.extend(self.dedupe_holders(batch, &unknown).await?);
         let mut out = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
             if m.dedupe_window_ms > 0 && !won.contains(&i) {
