@@ -132,13 +132,13 @@ impl Relay {
         );
         tasks.push(commit_task);
 
-        let ingress_state = Arc::new(IngressState {
-            config: config.clone(),
-            routes: RouteTable::new(&config),
-            sinks: sinks.clone(),
+        let ingress_state = Arc::new(IngressState::new(
+            config.clone(),
+            RouteTable::new(&config),
+            sinks.clone(),
             commits,
-            metrics: metrics.clone(),
-        });
+            metrics.clone(),
+        ));
         let ingress_router = ingress::router(ingress_state).layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
@@ -160,7 +160,10 @@ impl Relay {
         })?;
         let serve_opts = ServeOptions {
             header_read_timeout: config.server.header_read_timeout.0,
-            max_concurrency: config.server.max_concurrency,
+            // Ingress counts its own work slots (`max_concurrency`, taken
+            // once the body has arrived) and slots per client; this outer
+            // bound only caps the requests whose bodies are still arriving.
+            max_concurrency: Some(config.server.max_concurrency.saturating_mul(4)),
             shutdown_grace: opts.shutdown_grace,
         };
         tasks.push(tokio::spawn(serve_with_tls(
@@ -196,7 +199,7 @@ impl Relay {
             admin_listener,
             admin::router(admin_state),
             ServeOptions {
-                max_concurrency: 64,
+                max_concurrency: Some(64),
                 ..serve_opts
             },
             cancel.clone(),

@@ -81,6 +81,8 @@ pub enum IngressOutcome {
     Unsupported,
     /// 503.
     Unavailable,
+    /// 429: the client address has its share of requests in progress.
+    Throttled,
     /// 404.
     NotFound,
 }
@@ -95,6 +97,7 @@ impl IngressOutcome {
             IngressOutcome::Invalid => "invalid",
             IngressOutcome::TooLarge => "too_large",
             IngressOutcome::Unsupported => "unsupported",
+            IngressOutcome::Throttled => "throttled",
             IngressOutcome::Unavailable => "unavailable",
             IngressOutcome::NotFound => "not_found",
         }
@@ -110,6 +113,7 @@ pub struct Metrics {
     attempt: HistogramFamily<SinkLabel>,
     queue: Family<SinkStatus, Gauge>,
     oldest: Family<SinkLabel, Gauge<f64, AtomicU64>>,
+    overdue: Family<SinkLabel, Gauge>,
     state: Family<SinkState, Gauge>,
     end_to_end: HistogramFamily<SinkLabel>,
 }
@@ -160,6 +164,12 @@ impl Metrics {
             "Age of the oldest pending delivery per sink",
             oldest.clone(),
         );
+        let overdue = Family::<SinkLabel, Gauge>::default();
+        registry.register(
+            "hookrelay_deliveries_overdue",
+            "Deliveries in flight over a minute past their lease's end (a relay died or hangs holding them)",
+            overdue.clone(),
+        );
         let state = Family::<SinkState, Gauge>::default();
         registry.register(
             "hookrelay_sink_state",
@@ -188,6 +198,7 @@ impl Metrics {
             attempt,
             queue,
             oldest,
+            overdue,
             state,
             end_to_end,
         }
@@ -258,6 +269,9 @@ impl Metrics {
             self.oldest
                 .get_or_create(&SinkLabel { sink: sink.clone() })
                 .set(age);
+            self.overdue
+                .get_or_create(&SinkLabel { sink: sink.clone() })
+                .set(by(|s| s.overdue_in_flight));
             for state in ["active", "circuit_open", "paused"] {
                 self.state
                     .get_or_create(&SinkState {

@@ -256,7 +256,7 @@ mod tests {
             portal_url: None,
             service: None,
             changes_url: None,
-            properties: serde_json::Value::Null,
+            properties: serde_json::Value::Null.into(),
         }
     }
 

@@ -186,7 +186,7 @@ impl Receiver {
         let https = tls.is_some();
         let opts = ServeOptions {
             header_read_timeout: Duration::from_secs(5),
-            max_concurrency: 64,
+            max_concurrency: Some(64),
             shutdown_grace: Duration::from_secs(1),
         };
         tokio::spawn(serve_with_tls(

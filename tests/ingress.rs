@@ -653,19 +653,79 @@ async fn overload_is_shed_with_503(b: Backend) {
     );
     let app = spawn_app_text(b, &text, test_options()).await;
     let addr = app.relay().ingress_addr;
-    // One request holds the only slot while its body trickles in.
+    // A body still trickling in holds no work slot: others are served.
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"POST /hooks/portal HTTP/1.1\r\nhost: x\r\nsecret: portal-secret-1\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let r = app.post_portal(&fixture("portal-user-role.json")).await;
+    assert_eq!(r.status(), 200, "a slow body holds no work slot");
+    // A request waiting for its commit does: with the store's write lock
+    // held elsewhere, the one slot is taken and the next request is shed.
+    let lock = WriteLock::take(&app.backend).await;
+    let app = std::sync::Arc::new(app);
+    let first = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            app.post_portal(&fixture("portal-item-share.json"))
+                .await
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = app.post_portal(&fixture("portal-group-update.json")).await;
     assert_eq!(r.status(), 503, "shed, not queued");
     assert_eq!(r.headers()["retry-after"], "1");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "overloaded");
-    // When the slot frees (the slow body times out), service resumes.
+    // When the slot frees, service resumes.
+    lock.release().await;
+    assert_eq!(first.await.unwrap(), 200);
+    let r = app.post_portal(&fixture("portal-group-update.json")).await;
+    assert_eq!(r.status(), 200);
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
-    let r = app.post_portal(&fixture("portal-user-role.json")).await;
-    assert_eq!(r.status(), 200);
-    app.stop().await;
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
+
+/// The store's write lock, held by a connection of the test's own, so a
+/// relay's commits wait for it.
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    async fn take(b: &Backend) -> WriteLock {
+        use sqlx::Connection;
+        match b.kind {
+            Kind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&b.url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                WriteLock::Sqlite(c)
+            }
+            Kind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&b.url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+                sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                WriteLock::Postgres(c)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+            WriteLock::Postgres(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+        }
+    }
 }

@@ -92,7 +92,7 @@ fn portal(source: &str, id: &str, op: &str) -> Event {
         portal_url: None,
         service: None,
         changes_url: None,
-        properties: serde_json::Value::Null,
+        properties: serde_json::Value::Null.into(),
     }
 }
 

@@ -59,6 +59,7 @@ fn claimed(name: &str) -> Claimed {
         body: raw,
         matched: (0..events.len()).collect(),
         events,
+        defect: None,
     }
 }
 

@@ -36,8 +36,8 @@ pub fn seg(s: &str) -> String {
 
 /// The URL, escaped for an `href`, when it is plain http(s); else `None`.
 pub fn safe_href(url: &str) -> Option<String> {
-    let lower = url.trim_start().to_ascii_lowercase();
-    (lower.starts_with("https://") || lower.starts_with("http://")).then(|| esc(url.trim_start()))
+    let url = url.trim_start();
+    crate::event::is_http_url(url).then(|| esc(url))
 }
 
 /// An RFC 3339 time as `<time>`, shown without the `T` and milliseconds;

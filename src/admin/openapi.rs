@@ -249,7 +249,7 @@ mod tests {
             portal_url: Some("https://p/".into()),
             service: Some("s".into()),
             changes_url: Some("https://c".into()),
-            properties: serde_json::json!({"a": 1}),
+            properties: serde_json::json!({"a": 1}).into(),
         };
         let json = serde_json::to_value(&e).unwrap_or_default();
         let mut fields: Vec<String> = json

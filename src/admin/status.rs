@@ -409,7 +409,12 @@ fn sink_row(s: &SinkSummary, csrf: &str, now: i64) -> String {
     } else {
         String::new()
     };
-    let in_flight = if s.in_flight > 0 {
+    let in_flight = if s.overdue_in_flight > 0 {
+        format!(
+            " <span class=\"error-text\" title=\"in flight long past their lease: a relay died or hangs; they are taken back by the next claim\">({} sending, {} overdue)</span>",
+            s.in_flight, s.overdue_in_flight
+        )
+    } else if s.in_flight > 0 {
         format!(" <span class=\"muted\">({} sending)</span>", s.in_flight)
     } else {
         String::new()

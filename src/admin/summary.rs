@@ -19,6 +19,9 @@ pub struct SinkSummary {
     pub pending: u64,
     /// Deliveries being attempted right now.
     pub in_flight: u64,
+    /// In flight over a minute past their lease (a relay died or hangs
+    /// holding them); the next claim takes them back.
+    pub overdue_in_flight: u64,
     /// Deliveries that gave up and wait for a replay.
     pub dead: u64,
     /// Delivered deliveries not yet purged by retention.
@@ -66,6 +69,7 @@ pub fn summarize(
                 state: state_of(&s.name).to_string(),
                 pending: q.pending,
                 in_flight: q.in_flight,
+                overdue_in_flight: q.overdue_in_flight,
                 dead: q.dead,
                 delivered: q.delivered,
                 delivered_last_hour: q.delivered_last_hour,
@@ -163,6 +167,7 @@ mod tests {
             state: "paused".into(),
             pending: 2,
             in_flight: 1,
+            overdue_in_flight: 0,
             dead: 4,
             delivered: 9,
             delivered_last_hour: 3,

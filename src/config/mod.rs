@@ -84,8 +84,23 @@ pub struct ServerConfig {
     pub header_read_timeout: Dur,
     /// A client that has not sent its whole body by then gets 408.
     pub body_read_timeout: Dur,
-    /// Requests handled at once; more are shed with 503 instead of queueing.
+    /// Requests being verified and committed at once (counted once their
+    /// body has arrived); more are shed with 503 instead of queueing.
     pub max_concurrency: usize,
+    /// Requests in progress at once from one client address (the address
+    /// `trusted_proxies` resolves); more get 429.
+    pub max_requests_per_client: usize,
+    /// A body whose first byte has not arrived by then gets 408.
+    pub body_start_timeout: Dur,
+    /// After `body_start_timeout`, a body arriving slower than this many
+    /// bytes per second on average gets 408.
+    pub min_body_rate: u64,
+    /// Most events one message may carry; more get 413.
+    pub max_events: usize,
+    /// The normalised events of a message may be at most this many times
+    /// the body's size (plus 64 KiB); more get 413. Bounds what a small
+    /// body can make the relay store and hold.
+    pub max_expansion: usize,
     /// Pending acknowledgements (not yet committed) above which ingress sheds with 503.
     pub max_pending_commits: usize,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -105,6 +120,11 @@ impl Default for ServerConfig {
             header_read_timeout: Dur::secs(10),
             body_read_timeout: Dur::secs(30),
             max_concurrency: 1024,
+            max_requests_per_client: 64,
+            body_start_timeout: Dur::secs(5),
+            min_body_rate: 1024,
+            max_events: 1000,
+            max_expansion: 4,
             max_pending_commits: 10_000,
             trusted_proxies: Vec::new(),
             tls_cert: None,
@@ -619,6 +639,18 @@ impl Config {
         }
         if self.server.max_concurrency == 0 {
             return Err(invalid("server.max_concurrency", "must be greater than 0"));
+        }
+        if self.server.max_requests_per_client == 0 {
+            return Err(invalid(
+                "server.max_requests_per_client",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.max_events == 0 {
+            return Err(invalid("server.max_events", "must be greater than 0"));
+        }
+        if self.server.max_expansion == 0 {
+            return Err(invalid("server.max_expansion", "must be greater than 0"));
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(invalid(

@@ -88,6 +88,16 @@ impl Circuit {
         }
     }
 
+    /// Records an answer that paces us (429 with `Retry-After`): the sink
+    /// is alive, so it neither counts as a failure nor closes the circuit;
+    /// an open circuit's next probe waits for the time the sink asked for.
+    pub fn record_paced(&mut self, now: i64, after: Duration) {
+        self.probing = false;
+        if self.open_until.is_some() {
+            self.open_until = Some(now + after.as_millis().min(i64::MAX as u128) as i64);
+        }
+    }
+
     /// Records an attempt's result.
     pub fn record(&mut self, success: bool, now: i64) -> Option<Transition> {
         self.probing = false;

@@ -17,13 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, DeliveryPolicy, SinkKind};
 use crate::metrics::Metrics;
-use crate::sinks::Sink;
+use crate::sinks::{AttemptOutcome, Sink};
 use crate::store::batch::Batcher;
 use crate::store::{
     now_ms, AttemptRecord, Claimed, Completion, Lease, NextState, Store, StoreError,
@@ -31,6 +32,13 @@ use crate::store::{
 use circuit::{Circuit, CircuitPolicy, Deactivation, Gate, Transition};
 use ratelimit::RateLimiter;
 use retry::next_state;
+
+/// The prefix of an attempt error that says the sink's code panicked.
+const PANIC: &str = "panic: ";
+
+fn is_panic(error: &str) -> bool {
+    error.starts_with(PANIC)
+}
 
 /// Draws the jitter for a retry delay, in `[0, 1]`. Injected so tests are exact.
 pub type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
@@ -188,6 +196,9 @@ fn claim_batch(p: &DeliveryPolicy, batching: bool) -> usize {
     n
 }
 
+/// How often the dispatcher looks for deliveries overdue in flight.
+const OVERDUE_WATCH: Duration = Duration::from_secs(60);
+
 /// How often a relay re-reads pause states others may have changed.
 pub const STATE_REFRESH: Duration = Duration::from_secs(2);
 
@@ -284,8 +295,29 @@ impl Dispatcher {
             loops.spawn(self.clone().sink_loop(rt.clone(), cancel.clone()));
         }
         let refresh = tokio::spawn(self.clone().refresh_state(cancel.clone()));
+        let overdue = tokio::spawn(self.clone().watch_overdue(cancel.clone()));
         while loops.join_next().await.is_some() {}
         refresh.abort();
+        overdue.abort();
+    }
+
+    /// Says, once a minute, which sinks have deliveries in flight long past
+    /// their lease (a relay died or hangs holding them). Claims take such
+    /// deliveries back by themselves; this makes sure someone hears of it.
+    async fn watch_overdue(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(OVERDUE_WATCH) => {}
+            }
+            let Ok(stats) = self.store.sink_stats(now_ms()).await else {
+                continue;
+            };
+            for s in stats.iter().filter(|s| s.overdue_in_flight > 0) {
+                tracing::warn!(sink = %s.sink, overdue = s.overdue_in_flight,
+                    "deliveries in flight long past their lease; the next claim takes them back");
+            }
+        }
     }
 
     /// Re-reads the durable pause state every [`STATE_REFRESH`], so a pause
@@ -501,8 +533,25 @@ impl Dispatcher {
     }
 
     /// Feeds an attempt's result to the breaker and the deactivation
-    /// policy, logging each state change once.
-    async fn record_health(&self, rt: &SinkRuntime, delivered: bool, now: i64) {
+    /// policy, logging each state change once. A 429 that says when to come
+    /// back is the sink pacing us, not failing: it counts toward neither.
+    async fn record_health(&self, rt: &SinkRuntime, outcome: &AttemptOutcome, now: i64) {
+        if let (Some(429), retry::Verdict::Retry { after: Some(after) }) =
+            (outcome.status, outcome.verdict)
+        {
+            if let Ok(mut c) = rt.circuit.lock() {
+                c.record_paced(now, after);
+            }
+            return;
+        }
+        if outcome.is_render_failure() || outcome.error.as_deref().is_some_and(is_panic) {
+            // Nothing reached the sink: says nothing about its health.
+            if let Ok(mut c) = rt.circuit.lock() {
+                c.record_paced(now, Duration::ZERO);
+            }
+            return;
+        }
+        let delivered = outcome.verdict == retry::Verdict::Delivered;
         let transition = rt
             .circuit
             .lock()
@@ -541,26 +590,120 @@ impl Dispatcher {
     /// for a sink that batches — and decides each delivery's next state.
     /// `clock` is the time to schedule from (tests pass their own; `None`
     /// is now).
+    ///
+    /// One delivery's fault never decides another's fate: a row that does
+    /// not read back is made dead alone, and a batch that cannot be
+    /// rendered, or whose rendering or sending panics, is tried again one
+    /// delivery at a time, so only the culprit fails.
     async fn attempt(
         &self,
         rt: &SinkRuntime,
         batch: Vec<Claimed>,
         clock: Option<i64>,
     ) -> Vec<Completion> {
+        let (defects, batch): (Vec<Claimed>, Vec<Claimed>) =
+            batch.into_iter().partition(|d| d.defect.is_some());
+        let mut out: Vec<Completion> = defects
+            .into_iter()
+            .map(|d| self.defective(rt, d, clock))
+            .collect();
+        if batch.is_empty() {
+            return out;
+        }
+        if batch.len() == 1 {
+            out.extend(
+                self.attempt_batch(rt, batch, clock)
+                    .await
+                    .unwrap_or_default(),
+            );
+            return out;
+        }
+        match self.attempt_batch(rt, batch, clock).await {
+            Ok(done) => out.extend(done),
+            Err(batch) => {
+                tracing::warn!(sink = %rt.name, deliveries = batch.len(),
+                    "a batch failed to render or panicked; trying its deliveries one by one");
+                for d in batch {
+                    out.extend(
+                        self.attempt_batch(rt, vec![d], clock)
+                            .await
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// A delivery whose stored row does not read back: dead at once, with
+    /// the reason as its attempt's error (visible, and replayable once the
+    /// cause is fixed).
+    fn defective(&self, rt: &SinkRuntime, d: Claimed, clock: Option<i64>) -> Completion {
+        let now = clock.unwrap_or_else(now_ms);
+        let error = d.defect.clone().unwrap_or_default();
+        self.metrics.delivery(&rt.name, "dead", 0.0);
+        tracing::warn!(sink = %rt.name, delivery_id = %d.id, message_id = %d.message_id,
+            error = %error, "delivery dead: its stored message cannot be read");
+        Completion {
+            lease: d.lease(),
+            attempt: Some(AttemptRecord {
+                attempt: d.attempts + 1,
+                started_at: now,
+                duration_ms: 0,
+                status: None,
+                error: Some(error),
+                response: None,
+            }),
+            next: NextState::Dead,
+            now,
+        }
+    }
+
+    /// One request for `batch`. `Err(batch)` when a batch of several
+    /// failed to render or panicked (the caller splits it); a single
+    /// delivery always gets its outcome.
+    async fn attempt_batch(
+        &self,
+        rt: &SinkRuntime,
+        batch: Vec<Claimed>,
+        clock: Option<i64>,
+    ) -> Result<Vec<Completion>, Vec<Claimed>> {
         if let Some(l) = &rt.limiter {
             l.acquire().await;
         }
         let started_at = clock.unwrap_or_else(now_ms);
         let t0 = Instant::now();
-        let outcome = match batch.as_slice() {
-            [one] => rt.sink.deliver(one).await,
-            many => rt.sink.deliver_batch(many).await,
+        let sending = match batch.as_slice() {
+            [one] => rt.sink.deliver(one),
+            many => rt.sink.deliver_batch(many),
         };
+        // A panic in a sink's render or send must not kill the attempt
+        // task: the lease would expire and the panic repeat forever.
+        let outcome = match std::panic::AssertUnwindSafe(sending).catch_unwind().await {
+            Ok(o) => o,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown".into());
+                AttemptOutcome {
+                    verdict: retry::Verdict::Permanent,
+                    status: None,
+                    error: Some(format!("{PANIC}{why}")),
+                    response: None,
+                }
+            }
+        };
+        if batch.len() > 1
+            && (outcome.is_render_failure() || outcome.error.as_deref().is_some_and(is_panic))
+        {
+            return Err(batch);
+        }
         let elapsed = t0.elapsed();
         let now = clock.unwrap_or_else(now_ms);
         let secs = elapsed.as_secs_f64();
-        self.record_health(rt, outcome.verdict == retry::Verdict::Delivered, now)
-            .await;
+        self.record_health(rt, &outcome, now).await;
         let mut out = Vec::with_capacity(batch.len());
         for d in batch {
             let attempt_no = d.attempts + 1;
@@ -606,7 +749,7 @@ impl Dispatcher {
                 now,
             });
         }
-        out
+        Ok(out)
     }
 
     /// Drives every sink one step at time `now`: claims what is due, makes

@@ -53,6 +53,22 @@ pub enum IngressError {
     /// The body did not arrive in time.
     #[error("body not received within {0:?}")]
     BodyTimeout(Duration),
+    /// Headers came, the body's first byte did not.
+    #[error("body not started within {0:?}")]
+    BodyNotStarted(Duration),
+    /// The body arrives slower than the minimum rate.
+    #[error("body arriving slower than {0} bytes per second")]
+    BodyTooSlow(u64),
+    /// This client address already has its share of requests in progress.
+    #[error("more than {0} requests at once from this client address")]
+    TooManyFromClient(usize),
+    /// Every work slot is taken (`max_concurrency`).
+    #[error("too many requests in progress; try again")]
+    Overloaded,
+    /// Valid, but more than the relay keeps for one message (events,
+    /// normalised size).
+    #[error("{0}")]
+    TooComplex(String),
     /// Not committed: store down, queue full, or shutting down.
     #[error("not stored: {0}")]
     Unavailable(String),
@@ -63,6 +79,7 @@ impl From<PayloadError> for IngressError {
         match e {
             PayloadError::UnsupportedType(_) => IngressError::Unsupported(e.to_string()),
             PayloadError::Invalid(m) => IngressError::Invalid(m),
+            PayloadError::TooComplex(m) => IngressError::TooComplex(m),
         }
     }
 }
@@ -79,12 +96,15 @@ impl IngressError {
             | IngressError::BadSecret => IngressOutcome::Unauthorized,
             IngressError::Invalid(_)
             | IngressError::BodyTimeout(_)
+            | IngressError::BodyNotStarted(_)
+            | IngressError::BodyTooSlow(_)
             | IngressError::MethodNotAllowed => IngressOutcome::Invalid,
-            IngressError::TooLarge(_) | IngressError::HeadersTooLarge(_) => {
-                IngressOutcome::TooLarge
-            }
+            IngressError::TooLarge(_)
+            | IngressError::HeadersTooLarge(_)
+            | IngressError::TooComplex(_) => IngressOutcome::TooLarge,
             IngressError::Unsupported(_) => IngressOutcome::Unsupported,
-            IngressError::Unavailable(_) => IngressOutcome::Unavailable,
+            IngressError::Unavailable(_) | IngressError::Overloaded => IngressOutcome::Unavailable,
+            IngressError::TooManyFromClient(_) => IngressOutcome::Throttled,
         }
     }
 
@@ -114,7 +134,14 @@ impl IngressError {
             IngressError::Unsupported(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            IngressError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            IngressError::BodyTimeout(_)
+            | IngressError::BodyNotStarted(_)
+            | IngressError::BodyTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            IngressError::TooManyFromClient(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+            }
+            IngressError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            IngressError::TooComplex(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_complex"),
             IngressError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
@@ -129,11 +156,16 @@ impl IntoResponse for IngressError {
             other => other.to_string(),
         };
         let mut resp = (status, Json(json!({"error": code, "detail": detail}))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(super::RETRY_AFTER_SECS),
-            );
+        let retry_after = match &self {
+            // Work slots free in milliseconds; a client's own slots as soon
+            // as its other requests end.
+            IngressError::Overloaded | IngressError::TooManyFromClient(_) => Some(1),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(super::RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -6,7 +6,9 @@
 //! in one place (`error.rs`); the handler logs and counts it, then answers.
 
 mod error;
+pub mod limits;
 pub mod payload;
+mod probe;
 pub mod signature;
 
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +46,31 @@ pub struct IngressState {
     pub commits: Batcher<NewMessage, IngestOutcome>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Work slots (`max_concurrency`): taken once a body has arrived.
+    pub work: Arc<tokio::sync::Semaphore>,
+    /// Requests in progress per client address.
+    pub clients: Arc<limits::ClientSlots>,
+}
+
+impl IngressState {
+    /// The state for `config`'s limits.
+    pub fn new(
+        config: Arc<Config>,
+        routes: RouteTable,
+        sinks: Arc<SinkSet>,
+        commits: Batcher<NewMessage, IngestOutcome>,
+        metrics: Arc<Metrics>,
+    ) -> IngressState {
+        IngressState {
+            work: Arc::new(tokio::sync::Semaphore::new(config.server.max_concurrency)),
+            clients: Arc::new(limits::ClientSlots::default()),
+            config,
+            routes,
+            sinks,
+            commits,
+            metrics,
+        }
+    }
 }
 
 /// The ingress routes. Nothing of the admin API lives here.
@@ -196,14 +223,34 @@ async fn accept(
         .transpose()?;
     let format = payload::body_format(content_type)?;
     refuse_content_encoding(&headers)?;
+    // Held until the answer: a client's requests in progress are bounded
+    // however slowly their bodies come.
+    let _client = st
+        .clients
+        .take(ip, st.config.server.max_requests_per_client)?;
+    // A wrong secret header is refused before the body is read.
+    let portal_header = match src.kind {
+        SourceKind::ArcgisPortal => portal_header(src, &headers)?,
+        _ => PortalHeader::Absent,
+    };
     let raw = read_body(&st.config, &headers, body).await?;
+    // The work slot is taken only now: bodies still arriving hold none.
+    let _work = st
+        .work
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| IngressError::Overloaded)?;
 
     let verified = match src.kind {
         SourceKind::ArcgisService => verify_service(src, &headers, format, &raw)?,
         SourceKind::Hmac => verify_hmac_source(src, &headers, format, &raw)?,
-        SourceKind::ArcgisPortal => verify_portal(src, &headers, format, &raw)?,
+        SourceKind::ArcgisPortal => verify_portal(src, portal_header, format, &raw)?,
     };
-    let events = payload::normalise(&verified.doc, src.kind == SourceKind::Hmac)?;
+    let server = &st.config.server;
+    let limits = payload::Limits::for_body(raw.len(), server.max_events, server.max_expansion);
+    let events = payload::normalise_within(&verified.doc, src.kind == SourceKind::Hmac, limits)?;
+    let encoded_events = crate::event::encode_events(&events);
+    payload::check_encoded(&encoded_events, limits)?;
 
     let dedupe_key = payload::dedupe_key(&events, &raw);
     let routed = st.routes.route(&src.name, &events);
@@ -220,7 +267,7 @@ async fn accept(
         content_type: content_type.unwrap_or("application/json").to_string(),
         headers: kept.to_string(),
         body: verified.forward_body,
-        events: serde_json::to_string(&events).map_err(|e| IngressError::Invalid(e.to_string()))?,
+        events: encoded_events,
         dedupe_key,
         dedupe_window_ms: window.as_millis_i64(),
         deliveries: routed
@@ -281,7 +328,8 @@ fn refuse_content_encoding(headers: &HeaderMap) -> Result<(), IngressError> {
     Ok(())
 }
 
-/// Reads the body within the size limit and the body read timeout.
+/// Reads the body within the size limit and the body timeouts; a declared
+/// length over the limit is refused before anything is read.
 async fn read_body(
     config: &Config,
     headers: &HeaderMap,
@@ -297,24 +345,16 @@ async fn read_body(
             return Err(IngressError::TooLarge(limit));
         }
     }
-    let timeout = config.server.body_read_timeout.0;
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(IngressError::BodyTimeout(timeout)),
-        Ok(Ok(b)) => Ok(b.to_vec()),
-        Ok(Err(e)) => {
-            // to_bytes reports the limit through its error's source chain.
-            let mut src: Option<&dyn std::error::Error> = Some(&e);
-            while let Some(s) = src {
-                if s.is::<http_body_util::LengthLimitError>() {
-                    return Err(IngressError::TooLarge(limit));
-                }
-                src = s.source();
-            }
-            Err(IngressError::Invalid(
-                "the request body could not be read".into(),
-            ))
-        }
-    }
+    limits::read_body(
+        body,
+        limits::BodyLimits {
+            max_bytes: limit,
+            total: config.server.body_read_timeout.0,
+            start: config.server.body_start_timeout.0,
+            min_rate: config.server.min_body_rate,
+        },
+    )
+    .await
 }
 
 /// A verified request: the parsed document and the bytes sinks will get.
@@ -399,34 +439,61 @@ fn verify_hmac_source(
     })
 }
 
+/// What a Portal request's `secret` header said.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PortalHeader {
+    /// No header: the secret must be in the body.
+    Absent,
+    /// A header matching a configured secret.
+    Matches,
+}
+
+/// Checks a Portal `secret` header before the body is read: a header that
+/// matches no configured secret is refused at once (401).
+fn portal_header(src: &SourceConfig, headers: &HeaderMap) -> Result<PortalHeader, IngressError> {
+    match headers.get("secret") {
+        None => Ok(PortalHeader::Absent),
+        Some(s) if signature::secret_matches(&src.secret.0, s.as_bytes()) => {
+            Ok(PortalHeader::Matches)
+        }
+        Some(_) => Err(IngressError::BadSecret),
+    }
+}
+
 fn verify_portal(
     src: &SourceConfig,
-    headers: &HeaderMap,
+    header: PortalHeader,
     format: BodyFormat,
     raw: &[u8],
 ) -> Result<Verified, IngressError> {
-    let header_secret = headers.get("secret").map(|v| v.as_bytes());
-    let header_ok = header_secret.is_some_and(|s| signature::secret_matches(&src.secret.0, s));
+    let header_ok = header == PortalHeader::Matches;
     let json_bytes = match format {
         BodyFormat::Json => raw.to_vec(),
         BodyFormat::Form => match payload::extract_form(raw) {
             Ok(f) => f.json,
             Err(e) if header_ok => return Err(e.into()),
-            Err(_) => return Err(unauthenticated(header_secret.is_some())),
+            Err(_) => return Err(IngressError::MissingSecret),
         },
     };
+    // Without the header the credential is inside the body: find it with
+    // a scan that builds nothing, and parse only a body that carries it.
     // Unauthenticated callers learn nothing about the body's validity.
+    if !header_ok {
+        match payload::probe_body_secret(&json_bytes) {
+            BodySecret::Present(s) if signature::secret_matches(&src.secret.0, s.as_bytes()) => {}
+            BodySecret::Absent => return Err(IngressError::MissingSecret),
+            _ => return Err(IngressError::BadSecret),
+        }
+    }
     let mut doc = match payload::parse_json(&json_bytes) {
         Ok(d) => d,
         Err(e) if header_ok => return Err(e.into()),
-        Err(_) => return Err(unauthenticated(header_secret.is_some())),
+        Err(_) => return Err(IngressError::BadSecret),
     };
     let body_secret = payload::take_body_secret(&mut doc);
     let body_ok = matches!(&body_secret, BodySecret::Present(s) if signature::secret_matches(&src.secret.0, s.as_bytes()));
     if !(header_ok || body_ok) {
-        return Err(unauthenticated(
-            header_secret.is_some() || body_secret != BodySecret::Absent,
-        ));
+        return Err(unauthenticated(body_secret != BodySecret::Absent));
     }
     let forward_body = if body_secret == BodySecret::Absent {
         raw.to_vec()

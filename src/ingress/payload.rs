@@ -2,10 +2,13 @@
 //! normalisation of every known shape into [`Event`]s with trigger URIs.
 //! Pure functions, fuzzed and tested against the fixtures.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::event::{Event, EventOrigin};
+use super::probe;
+use crate::event::{Event, EventOrigin, Props, MAX_TIME_MS};
 
 /// Why a body was refused (400 `invalid_payload`, or 415).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,6 +19,126 @@ pub enum PayloadError {
     /// Parses, but not as what it claims, or not an ArcGIS shape.
     #[error("{0}")]
     Invalid(String),
+    /// Valid, but more than one message may hold (events, normalised size).
+    #[error("{0}")]
+    TooComplex(String),
+}
+
+/// Deepest nesting of arrays and objects a body may have. serde_json stops
+/// at 128, and the relay stores a payload's values a few levels deeper
+/// (inside each event's `properties`, inside API answers), so a body just
+/// under serde's limit would be accepted but never read back. ArcGIS
+/// payloads nest six levels at most.
+pub const MAX_NESTING: usize = 64;
+
+/// What one message may make the relay hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most events.
+    pub max_events: usize,
+    /// Most bytes of normalised event text (strings copied into each
+    /// event, and the stored encoding).
+    pub max_bytes: usize,
+}
+
+impl Limits {
+    /// The limits for a body of `body_len` bytes: `expansion` times its
+    /// size plus 64 KiB.
+    pub fn for_body(body_len: usize, max_events: usize, expansion: usize) -> Limits {
+        Limits {
+            max_events,
+            max_bytes: body_len.saturating_mul(expansion).saturating_add(64 * 1024),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::for_body(1024 * 1024, 1000, 4)
+    }
+}
+
+/// Counts what normalisation copies, refusing as soon as it is over.
+struct Budget {
+    limits: Limits,
+    events: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn new(limits: Limits) -> Budget {
+        Budget {
+            limits,
+            events: 0,
+            bytes: 0,
+        }
+    }
+
+    fn take(&mut self, e: &Event) -> Result<(), PayloadError> {
+        self.events += 1;
+        if self.events > self.limits.max_events {
+            return Err(PayloadError::TooComplex(format!(
+                "more than {} events in one payload (server.max_events)",
+                self.limits.max_events
+            )));
+        }
+        let strings = [
+            &e.webhook,
+            &e.portal_url,
+            &e.service,
+            &e.changes_url,
+            &e.username,
+        ];
+        self.bytes += e.uri.len() + e.source.len() + e.id.len() + e.operation.len() + 64;
+        self.bytes += strings
+            .iter()
+            .filter_map(|s| s.as_ref())
+            .map(String::len)
+            .sum::<usize>();
+        self.check(0)
+    }
+
+    fn check(&self, more: usize) -> Result<(), PayloadError> {
+        if self.bytes + more > self.limits.max_bytes {
+            return Err(PayloadError::TooComplex(format!(
+                "the payload's events would take more than {} bytes (server.max_expansion times the body)",
+                self.limits.max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that the stored form of `events` stays within `limits`.
+pub fn check_encoded(encoded: &str, limits: Limits) -> Result<(), PayloadError> {
+    Budget::new(limits).check(encoded.len())
+}
+
+/// How deeply `bytes` (JSON text) nests arrays and objects; a quick scan
+/// that needs no parse, so a hostile body costs no tree.
+pub fn nesting(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn invalid(msg: impl Into<String>) -> PayloadError {
@@ -108,9 +231,27 @@ fn decode_form_component(v: &[u8]) -> Vec<u8> {
     percent_encoding::percent_decode(&plus).collect()
 }
 
-/// Parses JSON (serde_json refuses nesting deeper than 128 levels).
+/// Parses JSON nested at most [`MAX_NESTING`] levels.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, PayloadError> {
+    let depth = nesting(bytes);
+    if depth > MAX_NESTING {
+        return Err(invalid(format!(
+            "body nests arrays and objects {depth} levels deep; at most {MAX_NESTING} are accepted"
+        )));
+    }
     serde_json::from_slice(bytes).map_err(|e| invalid(format!("body is not valid JSON: {e}")))
+}
+
+/// Finds a Portal body's `info.secret` without building the document: a
+/// sender that has not shown a credential yet costs no parse tree (only
+/// the string, when there is one). Anything that is not a JSON object
+/// reads as [`BodySecret::Absent`]; duplicate keys count the last one, as
+/// the full parse does.
+pub fn probe_body_secret(bytes: &[u8]) -> BodySecret {
+    if nesting(bytes) > MAX_NESTING {
+        return BodySecret::Absent;
+    }
+    probe::body_secret(bytes)
 }
 
 /// What a Portal body said about its secret.
@@ -140,20 +281,33 @@ pub fn take_body_secret(doc: &mut Value) -> BodySecret {
 /// Turns a parsed document into events. `generic_ok` lets a non-ArcGIS
 /// JSON document through as one generic event (for `hmac` sources).
 pub fn normalise(doc: &Value, generic_ok: bool) -> Result<Vec<Event>, PayloadError> {
+    normalise_within(doc, generic_ok, Limits::default())
+}
+
+/// [`normalise`] within `limits`: refuses (as soon as it knows) a payload
+/// whose events would be too many or too large.
+pub fn normalise_within(
+    doc: &Value,
+    generic_ok: bool,
+    limits: Limits,
+) -> Result<Vec<Event>, PayloadError> {
+    let budget = &mut Budget::new(limits);
     let result = match doc {
         // A function of its own, so an item's error stays in `result` and
         // the generic fallback below still applies to arrays (a `?` here
         // used to return from `normalise` itself: found by `fuzz/` target
         // `normalise`).
-        Value::Array(items) => array_events(items),
-        Value::Object(obj) if is_portal(obj) => portal_events(obj),
-        Value::Object(obj) if is_service(obj) => service_events(obj),
+        Value::Array(items) => array_events(items, budget),
+        Value::Object(obj) if is_portal(obj) => portal_events(obj, budget),
+        Value::Object(obj) if is_service(obj) => service_events(obj, budget),
         Value::Object(_) => Err(invalid(
             "not an ArcGIS webhook payload: expected Portal {info, events} or a service {serviceType, events}",
         )),
         _ => Err(invalid("payload must be a JSON object or array")),
     };
     match result {
+        // Over a limit is over it whatever the shape.
+        Err(e @ PayloadError::TooComplex(_)) => Err(e),
         Err(_) if generic_ok && (doc.is_object() || doc.is_array()) => Ok(vec![Event {
             origin: EventOrigin::Generic,
             uri: "/".into(),
@@ -166,14 +320,14 @@ pub fn normalise(doc: &Value, generic_ok: bool) -> Result<Vec<Event>, PayloadErr
             portal_url: None,
             service: None,
             changes_url: None,
-            properties: Value::Null,
+            properties: Arc::new(Value::Null),
         }]),
         other => other,
     }
 }
 
 /// An ArcGIS Online payload: an array of hosted-layer objects.
-fn array_events(items: &[Value]) -> Result<Vec<Event>, PayloadError> {
+fn array_events(items: &[Value], budget: &mut Budget) -> Result<Vec<Event>, PayloadError> {
     if items.is_empty() {
         return Err(invalid("payload is an empty array"));
     }
@@ -182,7 +336,7 @@ fn array_events(items: &[Value]) -> Result<Vec<Event>, PayloadError> {
         let obj = item
             .as_object()
             .ok_or_else(|| invalid(format!("payload[{i}] is not an object")))?;
-        out.extend(service_events(obj).map_err(|e| prefix(e, &format!("payload[{i}]")))?);
+        out.extend(service_events(obj, budget).map_err(|e| prefix(e, &format!("payload[{i}]")))?);
     }
     Ok(out)
 }
@@ -217,11 +371,27 @@ fn text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn millis(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
+/// An event time in milliseconds. A time that is not a number is no time
+/// (ArcGIS always sends numbers); a number outside what the relay can keep
+/// and format (before 1970, after 9999) is refused rather than guessed at.
+fn millis(v: Option<&Value>, at: &str) -> Result<Option<i64>, PayloadError> {
+    let ms = match v {
+        Some(Value::Number(n)) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && f.abs() < 9.3e18)
+                .map(|f| f as i64)
+        }),
+        Some(Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(ms) => Some(ms),
+            Err(_) => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    match ms {
+        Some(ms) if (0..=MAX_TIME_MS).contains(&ms) => Ok(Some(ms)),
+        _ => Err(invalid(format!(
+            "{at} is not a time between 1970 and 9999 in milliseconds since 1970"
+        ))),
     }
 }
 
@@ -235,7 +405,10 @@ fn singular_source(s: &str) -> String {
     }
 }
 
-fn portal_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> {
+fn portal_events(
+    obj: &Map<String, Value>,
+    budget: &mut Budget,
+) -> Result<Vec<Event>, PayloadError> {
     let info = obj.get("info").and_then(Value::as_object);
     let webhook = info.and_then(|i| text(i.get("webhookName")));
     let portal_url = info.and_then(|i| text(i.get("portalURL")));
@@ -259,25 +432,30 @@ fn portal_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| invalid(format!("events[{i}].operation is missing")))?;
         let id = text(e.get("id")).unwrap_or_default();
-        out.push(Event {
+        let event = Event {
             origin: EventOrigin::Portal,
             uri: format!("/{source}s/{id}/{operation}"),
             source,
             id,
             operation,
             username: text(e.get("username")),
-            when: millis(e.get("when")),
+            when: millis(e.get("when"), &format!("events[{i}].when"))?,
             webhook: webhook.clone(),
             portal_url: portal_url.clone(),
             service: None,
             changes_url: None,
-            properties: e.get("properties").cloned().unwrap_or(Value::Null),
-        });
+            properties: Arc::new(e.get("properties").cloned().unwrap_or(Value::Null)),
+        };
+        budget.take(&event)?;
+        out.push(event);
     }
     Ok(out)
 }
 
-fn service_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> {
+fn service_events(
+    obj: &Map<String, Value>,
+    budget: &mut Budget,
+) -> Result<Vec<Event>, PayloadError> {
     let service_name = text(obj.get("serviceName"))
         .filter(|s| !s.is_empty())
         .ok_or_else(|| invalid("service payload has no serviceName"))?;
@@ -291,7 +469,8 @@ fn service_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> 
         format!("{folder}/{service_name}.{service_type}")
     };
     let changes_url = text(obj.get("changesUrl")).or_else(|| text(obj.get("statusURL")));
-    let default_when = millis(obj.get("lastUpdatedTime"));
+    let default_when = millis(obj.get("lastUpdatedTime"), "lastUpdatedTime")?;
+    let webhook = text(obj.get("name"));
     let mut properties = Map::new();
     for (k, v) in obj {
         if !matches!(
@@ -314,7 +493,9 @@ fn service_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> 
     if events.is_empty() {
         return Err(invalid("service payload has an empty events array"));
     }
-    let mut out = Vec::with_capacity(events.len());
+    // One allocation for all the events of this payload (stored once too).
+    let properties: Props = Arc::new(Value::Object(properties));
+    let mut out = Vec::with_capacity(events.len().min(budget.limits.max_events));
     for (i, e) in events.iter().enumerate() {
         let (kind, when) = match e {
             Value::String(s) => (s.clone(), default_when),
@@ -322,7 +503,7 @@ fn service_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> 
                 text(o.get("eventType"))
                     .or_else(|| text(o.get("changeType")))
                     .ok_or_else(|| invalid(format!("events[{i}].eventType is missing")))?,
-                millis(o.get("when")).or(default_when),
+                millis(o.get("when"), &format!("events[{i}].when"))?.or(default_when),
             ),
             _ => {
                 return Err(invalid(format!(
@@ -333,7 +514,7 @@ fn service_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> 
         if kind.is_empty() {
             return Err(invalid(format!("events[{i}] has an empty event type")));
         }
-        out.push(Event {
+        let event = Event {
             origin: EventOrigin::Service,
             uri: format!("/services/{service}/{kind}"),
             source: service_type.clone(),
@@ -341,12 +522,14 @@ fn service_events(obj: &Map<String, Value>) -> Result<Vec<Event>, PayloadError> 
             operation: kind,
             username: None,
             when,
-            webhook: text(obj.get("name")),
+            webhook: webhook.clone(),
             portal_url: None,
             service: Some(service.clone()),
             changes_url: changes_url.clone(),
-            properties: Value::Object(properties.clone()),
-        });
+            properties: properties.clone(),
+        };
+        budget.take(&event)?;
+        out.push(event);
     }
     Ok(out)
 }
@@ -361,7 +544,8 @@ pub fn dedupe_key(events: &[Event], body: &[u8]) -> String {
         h.update(body);
     } else {
         h.update(b"events:");
-        h.update(serde_json::to_vec(events).unwrap_or_default());
+        // The stored form: shared properties hashed once, not per event.
+        h.update(crate::event::encode_events(events).as_bytes());
     }
     hex::encode(h.finalize())
 }

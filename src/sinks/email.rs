@@ -324,14 +324,7 @@ impl Sink for Email {
     async fn deliver(&self, d: &Claimed) -> AttemptOutcome {
         let msg = match self.message(d) {
             Ok(m) => m,
-            Err(e) => {
-                return AttemptOutcome {
-                    verdict: Verdict::Permanent,
-                    status: None,
-                    error: Some(format!("cannot render: {e}")),
-                    response: None,
-                }
-            }
+            Err(e) => return AttemptOutcome::render_failed(e),
         };
         match tokio::time::timeout(self.timeout, self.transport.send(msg)).await {
             Err(_) => AttemptOutcome {

@@ -59,14 +59,14 @@ pub struct Facts {
     pub service: Option<String>,
     /// The event's properties as text, for fact lists.
     pub details: Vec<Detail>,
-    /// The event's properties as ArcGIS sent them, for custom templates.
-    pub properties: Value,
+    /// The event's properties as ArcGIS sent them, for custom templates
+    /// (shared with the event, not copied).
+    pub properties: crate::event::Props,
 }
 
 /// RFC 3339 UTC to the second, the form people read.
 pub fn rfc3339_seconds(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+    crate::event::format_time(ms, crate::event::TimePrecision::Seconds)
 }
 
 /// The facts of `e`; `fallback_ms` stands in for a missing event time
@@ -331,7 +331,7 @@ pub fn context(d: &Claimed, trim: Trim) -> Context {
             }
         }
         if !trim.properties {
-            f.properties = Value::Null;
+            f.properties = std::sync::Arc::new(Value::Null);
         }
     }
     let webhook = matched.iter().find_map(|e| e.webhook.clone());

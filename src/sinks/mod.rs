@@ -45,6 +45,30 @@ pub struct AttemptOutcome {
     pub response: Option<String>,
 }
 
+/// The prefix of an attempt error that says the request could not be built.
+pub const RENDER_FAILED: &str = "render_failed: ";
+
+impl AttemptOutcome {
+    /// The delivery cannot be rendered into a request: permanent, since the
+    /// same delivery renders the same way next time.
+    pub fn render_failed(why: impl std::fmt::Display) -> AttemptOutcome {
+        AttemptOutcome {
+            verdict: Verdict::Permanent,
+            status: None,
+            error: Some(format!("{RENDER_FAILED}{why}")),
+            response: None,
+        }
+    }
+
+    /// Whether this outcome is a failure to render (nothing was sent), so
+    /// a batch that failed so can be retried one delivery at a time.
+    pub fn is_render_failure(&self) -> bool {
+        self.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(RENDER_FAILED))
+    }
+}
+
 /// A destination a delivery can be sent to.
 #[async_trait]
 pub trait Sink: Send + Sync {
@@ -183,14 +207,7 @@ impl<K: HttpKind> Sink for HttpSink<K> {
         };
         let out = match self.kind.render_batch(ds) {
             Ok(o) => o,
-            Err(e) => {
-                return AttemptOutcome {
-                    verdict: Verdict::Permanent,
-                    status: None,
-                    error: Some(format!("cannot render: {e}")),
-                    response: None,
-                }
-            }
+            Err(e) => return AttemptOutcome::render_failed(e),
         };
         let mut req = self
             .client

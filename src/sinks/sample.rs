@@ -80,6 +80,7 @@ pub fn claimed(sample: Sample, source: &str, id: &str) -> Claimed {
         body: sample.body().as_bytes().to_vec(),
         matched: (0..events.len()).collect(),
         events,
+        defect: None,
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) fn message_detail(
             d.attempts_log.push(a);
         }
     }
+    // A message whose events do not read back is still shown (body,
+    // deliveries, attempts), with the reason instead of its events.
+    let events = crate::event::decode_events(&m.events);
     Ok(MessageDetail {
         id: m.id,
         source: m.source,
@@ -47,7 +50,8 @@ pub(crate) fn message_detail(
         headers: serde_json::from_str(&m.headers).unwrap_or(serde_json::Value::Null),
         body_bytes: m.body.len(),
         body: String::from_utf8(m.body).ok(),
-        events: serde_json::from_str(&m.events).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        events: events.as_ref().map(Vec::clone).unwrap_or_default(),
+        events_error: events.err().map(|e| e.to_string()),
         deliveries: details,
     })
 }
@@ -60,6 +64,7 @@ pub(crate) struct StatRow {
     pub oldest: Option<i64>,
     pub last_hour: Option<i64>,
     pub last_ok: Option<i64>,
+    pub overdue: Option<i64>,
 }
 
 /// Per-sink stats from the grouped counts and each sink's latest error.
@@ -77,9 +82,13 @@ pub(crate) fn fold_stats(
         match r.status.as_str() {
             "pending" => {
                 e.pending = n;
-                e.oldest_pending_at = r.oldest;
+                e.oldest_pending_at = min_opt(e.oldest_pending_at, r.oldest);
             }
-            "in_flight" => e.in_flight = n,
+            "in_flight" => {
+                e.in_flight = n;
+                e.overdue_in_flight = r.overdue.unwrap_or(0).max(0) as u64;
+                e.oldest_pending_at = min_opt(e.oldest_pending_at, r.oldest);
+            }
             "dead" => e.dead = n,
             "delivered" => {
                 e.delivered = n;
@@ -95,6 +104,13 @@ pub(crate) fn fold_stats(
         }
     }
     out.into_values().collect()
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The replay candidates (`(id, matched indexes, message events)`) that an

@@ -192,9 +192,29 @@ pub(crate) fn events_match(
     indexes_json: &str,
     pattern: &crate::routing::Pattern,
 ) -> bool {
-    let events: Vec<crate::event::Event> = serde_json::from_str(events_json).unwrap_or_default();
+    let events = crate::event::decode_events(events_json).unwrap_or_default();
     let idx: Vec<usize> = serde_json::from_str(indexes_json).unwrap_or_default();
     idx.iter()
         .filter_map(|i| events.get(*i))
         .any(|e| pattern.matches(e))
+}
+
+/// A claimed row's stored events and matched indexes, decoded on their own
+/// so that one row that does not read back never fails its batch: it comes
+/// back with empty events and the reason (see [`Claimed::defect`]).
+pub(crate) fn decode_claimed(
+    events: &str,
+    matched: &str,
+) -> (Vec<crate::event::Event>, Vec<usize>, Option<String>) {
+    let events = crate::event::decode_events(events);
+    let matched = serde_json::from_str::<Vec<usize>>(matched);
+    match (events, matched) {
+        (Ok(e), Ok(m)) => (e, m, None),
+        (Err(e), _) => (Vec::new(), Vec::new(), Some(format!("undecodable: {e}"))),
+        (_, Err(e)) => (
+            Vec::new(),
+            Vec::new(),
+            Some(format!("undecodable: matched events: {e}")),
+        ),
+    }
 }

@@ -79,6 +79,10 @@ pub struct Claimed {
     pub events: Vec<Event>,
     /// Indexes of the events this sink matched.
     pub matched: Vec<usize>,
+    /// Why this delivery cannot be sent, when its stored row does not read
+    /// back (then `events` and `matched` are empty): it is made dead on its
+    /// own with this reason, and its batch-mates go on.
+    pub defect: Option<String>,
 }
 
 impl Claimed {
@@ -251,6 +255,9 @@ pub struct MessageDetail {
     /// Normalised events.
     #[schema(value_type = Vec<crate::admin::EventDoc>)]
     pub events: Vec<Event>,
+    /// Why `events` is empty when the stored events could not be read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_error: Option<String>,
     /// Deliveries with their attempts.
     pub deliveries: Vec<DeliveryDetail>,
 }
@@ -317,13 +324,20 @@ pub struct SinkStats {
     pub delivered: u64,
     /// Delivered in the last hour.
     pub delivered_last_hour: u64,
-    /// Oldest pending delivery's creation time (ms).
+    /// Oldest pending delivery's creation time (ms); deliveries overdue in
+    /// flight count as pending.
     pub oldest_pending_at: Option<i64>,
+    /// In flight for more than [`OVERDUE_MS`] past their lease's end: the
+    /// worker that leased them died or hangs. The next claim takes them.
+    pub overdue_in_flight: u64,
     /// Last successful attempt (ms).
     pub last_success_at: Option<i64>,
     /// Last error text.
     pub last_error: Option<String>,
 }
+
+/// How long past its lease's end an in-flight delivery counts as overdue.
+pub const OVERDUE_MS: i64 = 60_000;
 
 /// Persistent per-sink state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -360,8 +374,7 @@ pub struct PurgeCounts {
 
 /// Formats a store time for people and the API.
 pub fn rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::event::format_time(ms, crate::event::TimePrecision::Millis)
 }
 
 /// Parses a time bound as people write it: a duration back from now

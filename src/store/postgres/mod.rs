@@ -392,10 +392,6 @@ fn delivery_row(r: &PgRow) -> Result<DeliveryRow, StoreError> {
 const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.sink, d.status, d.attempts, d.last_status, \
      d.last_error, d.next_attempt_at, d.created_at, d.updated_at";
 
-fn corrupt(e: serde_json::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn ingest(
@@ -482,6 +478,7 @@ impl Store for PgStore {
             .map(|r| {
                 let events: String = r.try_get("events")?;
                 let matched: String = r.try_get("matched")?;
+                let decoded = super::decode_claimed(&events, &matched);
                 Ok(Claimed {
                     id: r.try_get("id")?,
                     lease_token: token.clone(),
@@ -493,8 +490,9 @@ impl Store for PgStore {
                     received_at: r.try_get("received_at")?,
                     content_type: r.try_get("content_type")?,
                     body: r.try_get("body")?,
-                    events: serde_json::from_str(&events).map_err(corrupt)?,
-                    matched: serde_json::from_str(&matched).map_err(corrupt)?,
+                    events: decoded.0,
+                    matched: decoded.1,
+                    defect: decoded.2,
                 })
             })
             .collect()
@@ -760,12 +758,14 @@ impl Store for PgStore {
     async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError> {
         let rows = sqlx::query(
             "SELECT sink, status, COUNT(*) AS n, \
-             MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest, \
+             MIN(CASE WHEN status = 'pending' OR next_attempt_at < $2 THEN created_at END) AS oldest, \
+             SUM(CASE WHEN status = 'in_flight' AND next_attempt_at < $2 THEN 1 ELSE 0 END)::bigint AS overdue, \
              SUM(CASE WHEN status = 'delivered' AND updated_at >= $1 THEN 1 ELSE 0 END)::bigint AS last_hour, \
              MAX(CASE WHEN status = 'delivered' THEN updated_at END) AS last_ok \
              FROM deliveries GROUP BY sink, status",
         )
         .bind(now - 3_600_000)
+        .bind(now - OVERDUE_MS)
         .fetch_all(&self.pool)
         .await?;
         let errors = sqlx::query(
@@ -784,6 +784,7 @@ impl Store for PgStore {
                     oldest: r.try_get("oldest")?,
                     last_hour: r.try_get("last_hour")?,
                     last_ok: r.try_get("last_ok")?,
+                    overdue: r.try_get("overdue")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

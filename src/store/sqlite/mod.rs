@@ -302,6 +302,7 @@ impl Store for SqliteStore {
             .map(|r| {
                 let events: String = r.try_get("events")?;
                 let matched: String = r.try_get("matched")?;
+                let decoded = super::decode_claimed(&events, &matched);
                 Ok(Claimed {
                     id: r.try_get("id")?,
                     lease_token: token.clone(),
@@ -313,10 +314,9 @@ impl Store for SqliteStore {
                     received_at: r.try_get("received_at")?,
                     content_type: r.try_get("content_type")?,
                     body: r.try_get("body")?,
-                    events: serde_json::from_str(&events)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    matched: serde_json::from_str(&matched)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    events: decoded.0,
+                    matched: decoded.1,
+                    defect: decoded.2,
                 })
             })
             .collect()
@@ -602,12 +602,14 @@ impl Store for SqliteStore {
     async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError> {
         let rows = sqlx::query(
             "SELECT sink, status, COUNT(*) AS n, \
-             MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest, \
+             MIN(CASE WHEN status = 'pending' OR next_attempt_at < $2 THEN created_at END) AS oldest, \
+             SUM(CASE WHEN status = 'in_flight' AND next_attempt_at < $2 THEN 1 ELSE 0 END) AS overdue, \
              SUM(CASE WHEN status = 'delivered' AND updated_at >= $1 THEN 1 ELSE 0 END) AS last_hour, \
              MAX(CASE WHEN status = 'delivered' THEN updated_at END) AS last_ok \
              FROM deliveries GROUP BY sink, status",
         )
         .bind(now - 3_600_000)
+        .bind(now - OVERDUE_MS)
         .fetch_all(&self.reader)
         .await?;
         let errors = sqlx::query(
@@ -626,6 +628,7 @@ impl Store for SqliteStore {
                     oldest: r.try_get("oldest")?,
                     last_hour: r.try_get("last_hour")?,
                     last_ok: r.try_get("last_ok")?,
+                    overdue: r.try_get("overdue")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
