@@ -338,5 +338,14 @@ async fn purge_loop(store: Arc<dyn Store>, config: Arc<Config>, cancel: Cancella
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention purge failed; will try again"),
         }
+        // Expired status page sessions are refused already; this removes
+        // the rows of those nobody presents again.
+        match store.purge_admin_sessions(now_ms()).await {
+            Ok(n) if n > 0 => tracing::debug!(sessions = n, "expired admin sessions purged"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "purging expired admin sessions failed; will try again")
+            }
+        }
     }
 }

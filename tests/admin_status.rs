@@ -432,3 +432,51 @@ async fn without_a_configured_token_the_page_stays_closed() {
     assert!(r.headers().get("set-cookie").is_none());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_show_only_ids_sink_names_and_numbers() {
+    let b = Backend::new(Kind::Sqlite).await.unwrap();
+    let sink = TestSink::start().await;
+    let app = spawn_app(b, &http_sink("out", &sink, "")).await;
+    let cookie = login(&app).await;
+
+    // Text in `id` is never shown, escaped or not.
+    let (status, html) = get_page(
+        &app,
+        "/?notice=retried&id=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        &cookie,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("is queued again"), "the notice itself stays");
+    for shown in ["<script>alert(1)", "&lt;script&gt;", "alert(1)"] {
+        assert!(!html.contains(shown), "{shown} in the page");
+    }
+    for (query, injected) in [
+        ("notice=retried&id=call+0800+now", "0800"),
+        (
+            "notice=retried&id=0190f3a2-7b1c-7d3e-9f00-1234567890ab-x",
+            "1234567890ab",
+        ),
+        (
+            "notice=paused&sink=Send+your+token+to+evil.example",
+            "evil.example",
+        ),
+        ("notice=replayed&sink=out&n=all+of+them", "all of them"),
+    ] {
+        let (status, html) = get_page(&app, &format!("/?{query}"), &cookie).await;
+        assert_eq!(status, 200);
+        assert!(html.contains("class=\"notice"), "{query}: the notice stays");
+        assert!(!html.contains(injected), "{query}: {injected} shown");
+    }
+    // Valid values still show.
+    let id = "0190f3a2-7b1c-7d3e-9f00-1234567890ab";
+    let (_, html) = get_page(&app, &format!("/?notice=retried&id={id}"), &cookie).await;
+    assert!(
+        html.contains(&format!("Delivery {id} is queued again.")),
+        "{html}"
+    );
+    let (_, html) = get_page(&app, "/?notice=replayed&sink=out&n=3", &cookie).await;
+    assert!(html.contains("Requeued 3 dead deliveries of out."));
+    app.stop().await;
+}

@@ -268,3 +268,49 @@ fn sign_prints_signatures_without_the_secret() {
     let (code, _, err) = run_cli(&cfg, &["sign", "--scheme", "rot13", "--secret", "x"], &[]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn check_hides_credentials_in_every_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[store]
+url = "postgres://relay:userinfo-pw-value@db.internal:5432/hookrelay?sslmode=verify-full&sslpassword=sslpw-secret-value&password=query-pw-value&sslkey=/etc/keys/client-key-path.pem"
+[[sources]]
+name = "portal"
+kind = "arcgis-portal"
+secret = "s"
+[[sinks]]
+name = "chat"
+kind = "slack"
+url = "https://Hooks.Slack.com./services/T0ABC1234/B0DEF5678/slackPathSecret9876543"
+[[sinks]]
+name = "discord"
+kind = "http"
+url = "https://discord.example/api/webhooks/123456789012345678/AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+"#;
+    let cfg = write_config(dir.path(), text);
+    let (code, out, err) = run_cli(&cfg, &["check"], &[]);
+    assert_eq!(code, 0, "{err}");
+    for s in [
+        "userinfo-pw-value",
+        "sslpw-secret-value",
+        "query-pw-value",
+        "client-key-path",
+        "slackPathSecret9876543",
+        "B0DEF5678",
+        "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+    ] {
+        assert!(
+            !out.contains(s) && !err.contains(s),
+            "{s} leaked:\n{out}{err}"
+        );
+    }
+    // What is not a credential stays readable.
+    for s in [
+        "db.internal:5432/hookrelay",
+        "sslmode=verify-full",
+        "discord.example/api/webhooks/",
+    ] {
+        assert!(out.contains(s), "{s} should be shown:\n{out}");
+    }
+}

@@ -5,33 +5,54 @@
 //! protection.
 //!
 //! The status page asks for the token once and then keeps a session cookie
-//! (HttpOnly, SameSite=Strict). The cookie is not the token: it is
-//! `v1.<expiry>.<HMAC-SHA256(token, "hookrelay-session:v1:<expiry>")>`.
-//! Keying the MAC with the token itself, rather than with a per-process
-//! random key, means:
-//! - the cookie reveals nothing that logs in anywhere else (a stolen cookie
-//!   is not the bearer token, and it expires after [`SESSION_TTL_SECS`]);
-//! - rotating the token logs every browser out, as it should;
-//! - sessions survive a restart and work on every relay sharing the token
-//!   (cookies ignore the port, so two relays on one host share one cookie
-//!   jar; a per-process key would make them log each other out).
+//! (HttpOnly, SameSite=Strict, Path=/). The cookie is not the token: it is a
+//! random session id (32 bytes from the OS, base64url). The session itself
+//! lives in the store, in `admin_sessions`: the SHA-256 of the id, a
+//! fingerprint of the admin token it was opened with, and its expiry
+//! ([`SESSION_TTL_SECS`] after login). Every page request looks the row up.
+//!
+//! Why server-side, when a MAC over an expiry (the previous scheme) needs no
+//! table: a self-contained cookie cannot be taken back. Logging out only
+//! cleared the browser's copy, so a copied cookie (a second tab, a shared
+//! machine, a header in a log) stayed valid for the rest of its 12 hours.
+//! With the row in the store:
+//! - logout deletes the row, and every copy of the cookie stops working;
+//! - expiry is the row's, checked on every request; expired rows are removed
+//!   when found and by the retention purge;
+//! - relays sharing a Postgres database share the sessions: a login on one
+//!   works on the others (cookies ignore the port, so two relays on one host
+//!   share one cookie jar), and a logout on any ends it on all;
+//! - rotating the token still logs every browser out: a session whose token
+//!   fingerprint (`HMAC(token, "hookrelay-session-fp")`, truncated) is not
+//!   the current token's is refused and deleted;
+//! - the store holds only hashes: reading `admin_sessions` gives no working
+//!   cookie, and the fingerprint is not the token.
+//!
+//! A store that does not answer refuses the request with a clear error
+//! (503), never lets it through.
 //!
 //! Every state-changing page request is checked twice, cheaply: the
 //! browser's own `Sec-Fetch-Site` / `Origin` headers must say same-origin,
-//! and the form must carry a CSRF token derived from the session (so a
+//! and the form must carry a CSRF token derived from the session id (so a
 //! forged form cannot know it even where those headers are missing).
 
 use axum::http::{header, HeaderMap};
 use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
 use crate::ingress::signature::hmac_sha256;
+use crate::store::{AdminSession, Store, StoreError};
 
 /// Name of the status page's session cookie.
 pub const SESSION_COOKIE: &str = "hookrelay_session";
 
 /// How long a status page login lasts.
 pub const SESSION_TTL_SECS: i64 = 12 * 3600;
+
+/// Random bytes in a session id.
+const SESSION_ID_BYTES: usize = 32;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -64,43 +85,94 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
-fn session_mac(token: &Secret, expiry: i64) -> String {
-    b64(&hmac_sha256(
-        token.expose().as_bytes(),
-        format!("hookrelay-session:v1:{expiry}").as_bytes(),
-    ))
+/// A fresh random session id, as the cookie carries it.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; SESSION_ID_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    b64(&bytes)
 }
 
-/// A fresh session cookie value, valid until `now_s + SESSION_TTL_SECS`.
-pub fn new_session(token: &Secret, now_s: i64) -> String {
-    let expiry = now_s + SESSION_TTL_SECS;
-    format!("v1.{expiry}.{}", session_mac(token, expiry))
+/// Whether a cookie value has the form of a session id; anything else
+/// (an old `v1.` cookie, garbage) is refused without asking the store.
+fn well_formed(value: &str) -> bool {
+    value.len() == (SESSION_ID_BYTES * 4).div_ceil(3)
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Whether a session cookie value was issued under `token` and has not expired.
-pub fn session_ok(token: Option<&Secret>, value: &str, now_s: i64) -> bool {
+/// What the store keeps instead of the id: its SHA-256, hex.
+pub fn session_id_hash(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+/// Which token a session was opened with, without storing the token.
+pub fn token_fingerprint(token: &Secret) -> String {
+    let mac = hmac_sha256(token.expose().as_bytes(), b"hookrelay-session-fp");
+    b64(&mac[..16])
+}
+
+/// Opens a session for a browser that presented `token`, valid until
+/// `now_ms + SESSION_TTL_SECS`; returns the cookie value (the session id).
+pub async fn open_session(
+    store: &dyn Store,
+    token: &Secret,
+    now_ms: i64,
+) -> Result<String, StoreError> {
+    let id = new_session_id();
+    store
+        .create_admin_session(&AdminSession {
+            id_hash: session_id_hash(&id),
+            token_fp: token_fingerprint(token),
+            created_at: now_ms,
+            expires_at: now_ms.saturating_add(SESSION_TTL_SECS * 1000),
+        })
+        .await?;
+    Ok(id)
+}
+
+/// Whether a session cookie value names a live session of the configured
+/// token. A session of another token (the token was rotated) is deleted.
+pub async fn session_ok(
+    store: &dyn Store,
+    token: Option<&Secret>,
+    value: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
     let Some(token) = token else {
-        return false;
+        return Ok(false);
     };
-    let mut parts = value.splitn(3, '.');
-    let (Some("v1"), Some(expiry), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    let Ok(expiry) = expiry.parse::<i64>() else {
-        return false;
-    };
-    // A MAC from the future beyond one TTL was not issued by us.
-    if expiry <= now_s || expiry > now_s + SESSION_TTL_SECS {
-        return false;
+    if !well_formed(value) {
+        return Ok(false);
     }
-    same(mac, &session_mac(token, expiry))
+    let hash = session_id_hash(value);
+    let Some(s) = store.admin_session(&hash, now_ms).await? else {
+        return Ok(false);
+    };
+    if !same(&s.token_fp, &token_fingerprint(token)) {
+        // Opened with a previous token: refused either way, and no use to
+        // anyone again; the purge removes it at expiry if this fails.
+        if let Err(e) = store.delete_admin_session(&hash).await {
+            tracing::warn!(error = %e, "cannot delete a session of a previous admin token");
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Ends the session a cookie value names, on every relay of this store.
+pub async fn end_session(store: &dyn Store, value: &str) -> Result<(), StoreError> {
+    if well_formed(value) {
+        store.delete_admin_session(&session_id_hash(value)).await?;
+    }
+    Ok(())
 }
 
 /// The CSRF token that the page's forms carry for this session.
 pub fn csrf_for(token: &Secret, session: &str) -> String {
     b64(&hmac_sha256(
         token.expose().as_bytes(),
-        format!("hookrelay-csrf:v1:{session}").as_bytes(),
+        format!("hookrelay-csrf:v2:{session}").as_bytes(),
     ))
 }
 
@@ -181,57 +253,44 @@ mod tests {
     }
 
     #[test]
-    fn session_round_trip_and_expiry() {
-        let s = new_session(&token(), 1000);
-        assert!(session_ok(Some(&token()), &s, 1000));
-        assert!(session_ok(Some(&token()), &s, 1000 + SESSION_TTL_SECS - 1));
-        assert!(
-            !session_ok(Some(&token()), &s, 1000 + SESSION_TTL_SECS),
-            "expired"
-        );
-        assert!(
-            !session_ok(Some(&Secret::new("other")), &s, 1000),
-            "token rotated"
-        );
-        assert!(!session_ok(None, &s, 1000), "no token configured");
-        assert!(
-            !s.contains("admin-token-123"),
-            "the cookie is not the token"
-        );
+    fn session_ids_are_random_and_stored_only_as_hashes() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43, "{a}");
+        assert!(well_formed(&a) && well_formed(&b));
+        let h = session_id_hash(&a);
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, session_id_hash(&a));
+        assert!(!h.contains(&a));
+        for bad in [
+            "",
+            "v1.1796203086.QzAt7sy9oamI3FP0jZXWf_Q2Kzow2if1GdNi3LLLGuk",
+            &a[1..],
+            &format!("{a}A"),
+            &a.replacen(|c: char| c.is_ascii_alphanumeric(), "+", 1),
+        ] {
+            assert!(!well_formed(bad), "{bad:?}");
+        }
     }
 
     #[test]
-    fn forged_sessions_fail() {
-        let s = new_session(&token(), 1000);
-        let (head, _) = s.rsplit_once('.').unwrap_or_default();
-        for bad in [
-            "",
-            "v1",
-            "v1.x.y",
-            &format!("{head}.AAAA"),
-            &s.replacen("v1.", "v2.", 1),
-            // Moving the expiry invalidates the MAC.
-            &s.replacen(
-                &(1000 + SESSION_TTL_SECS).to_string(),
-                &(2000 + SESSION_TTL_SECS).to_string(),
-                1,
-            ),
-        ] {
-            assert!(!session_ok(Some(&token()), bad, 1000), "{bad:?}");
-        }
-        // A far-future expiry is refused even with a valid MAC.
-        let far = 1000 + 10 * SESSION_TTL_SECS;
-        let v = format!("v1.{far}.{}", session_mac(&token(), far));
-        assert!(!session_ok(Some(&token()), &v, 1000));
+    fn the_fingerprint_names_the_token_without_being_it() {
+        let fp = token_fingerprint(&token());
+        assert_eq!(fp, token_fingerprint(&token()));
+        assert_ne!(fp, token_fingerprint(&Secret::new("admin-token-124")));
+        assert!(!fp.contains("admin-token"));
     }
 
     #[test]
     fn csrf_is_bound_to_the_session() {
-        let a = new_session(&token(), 1000);
-        let b = new_session(&token(), 1001);
+        let a = new_session_id();
+        let b = new_session_id();
         let t = csrf_for(&token(), &a);
         assert!(csrf_ok(Some(&token()), &a, Some(&t)));
         assert!(!csrf_ok(Some(&token()), &b, Some(&t)));
+        assert!(!csrf_ok(Some(&Secret::new("other")), &a, Some(&t)));
+        assert!(!csrf_ok(None, &a, Some(&t)));
         assert!(!csrf_ok(Some(&token()), &a, None));
         assert!(!csrf_ok(Some(&token()), &a, Some("")));
     }
@@ -241,9 +300,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=1; hookrelay_session=v1.2.x; b=3"),
+            HeaderValue::from_static("a=1; hookrelay_session=abc_-9; b=3"),
         );
-        assert_eq!(session_cookie(&h), Some("v1.2.x"));
+        assert_eq!(session_cookie(&h), Some("abc_-9"));
         assert!(set_cookie("v", false).contains("HttpOnly; SameSite=Strict"));
         assert!(set_cookie("v", true).ends_with("; Secure"));
     }

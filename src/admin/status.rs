@@ -27,11 +27,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::auth::{self, csrf_for, csrf_ok, same_origin, session_cookie, session_ok};
+use super::auth::{self, csrf_for, csrf_ok, same_origin, session_cookie};
 use super::html::{asset, esc, page, safe_href, see_other, seg, time};
 use super::summary::{ago, summarize, SinkSummary};
 use super::{api, AdminError, AdminState};
-use crate::store::{now_ms, rfc3339, DeliveryFilter, DeliveryRow, MessageDetail, Status};
+use crate::store::{
+    now_ms, rfc3339, DeliveryFilter, DeliveryRow, MessageDetail, Status, StoreError,
+};
 
 const CSS: &str = include_str!("status.css");
 const JS: &str = include_str!("status.js");
@@ -62,21 +64,39 @@ pub fn routes() -> Router<Arc<AdminState>> {
         )
 }
 
-/// A logged-in browser: its cookie value and the CSRF token its forms carry.
+/// A logged-in browser: its session id (the cookie's value) and the CSRF
+/// token its forms carry.
 struct Session {
+    id: String,
     csrf: String,
 }
 
-fn now_s() -> i64 {
-    now_ms() / 1000
+/// The request's session, if it names a live one (checked in the store:
+/// see [`super::auth`]).
+async fn session(st: &AdminState, headers: &HeaderMap) -> Result<Option<Session>, StoreError> {
+    let Some(token) = st.config.admin.token.as_ref() else {
+        return Ok(None);
+    };
+    let Some(value) = session_cookie(headers) else {
+        return Ok(None);
+    };
+    let ok = auth::session_ok(st.store.as_ref(), Some(token), value, now_ms()).await?;
+    Ok(ok.then(|| Session {
+        id: value.to_string(),
+        csrf: csrf_for(token, value),
+    }))
 }
 
-fn session(st: &AdminState, headers: &HeaderMap) -> Option<Session> {
-    let token = st.config.admin.token.as_ref()?;
-    let value = session_cookie(headers)?;
-    session_ok(Some(token), value, now_s()).then(|| Session {
-        csrf: csrf_for(token, value),
-    })
+/// The answer when the store cannot say whether a session is live: the
+/// request is refused, the browser keeps its cookie for when it answers.
+fn session_trouble(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "status page: cannot check the session in the store");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Store unavailable",
+        "<main class=\"narrow\"><h1>hookrelay</h1><p class=\"notice error\" role=\"alert\">The store did not answer, \
+         so the login cannot be checked; try again in a moment. Deliveries wait; nothing is lost.</p></main>",
+    )
 }
 
 fn form(body: &[u8]) -> HashMap<String, String> {
@@ -130,24 +150,27 @@ fn refused(why: &str) -> Response {
 
 /// The checks every state-changing page request passes: same origin, a
 /// live session, and the session's CSRF token in the form. Returns the
-/// answer that refuses the request, or `None` to go ahead.
-fn guard(st: &AdminState, headers: &HeaderMap, f: &HashMap<String, String>) -> Option<Response> {
+/// session to go ahead, or the answer that refuses the request.
+async fn guard(
+    st: &AdminState,
+    headers: &HeaderMap,
+    f: &HashMap<String, String>,
+) -> Result<Session, Response> {
     if !same_origin(headers) {
-        return Some(refused("This request came from another site."));
+        return Err(refused("This request came from another site."));
     }
-    let Some(value) = session_cookie(headers) else {
-        return Some(see_other("/login"));
+    let sess = match session(st, headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(see_other("/login")),
+        Err(e) => return Err(session_trouble(&e)),
     };
     let token = st.config.admin.token.as_ref();
-    if !session_ok(token, value, now_s()) {
-        return Some(see_other("/login"));
-    }
-    if !csrf_ok(token, value, f.get("csrf").map(String::as_str)) {
-        return Some(refused(
+    if !csrf_ok(token, &sess.id, f.get("csrf").map(String::as_str)) {
+        return Err(refused(
             "The form is stale or forged; reload the page and try again.",
         ));
     }
-    None
+    Ok(sess)
 }
 
 /// An action's failure, shown as a notice on the page it came from.
@@ -204,13 +227,26 @@ fn header_bar(csrf: &str) -> String {
     )
 }
 
-/// The notice shown after an action, from fixed words and checked values only.
+/// The notice shown after an action, from fixed words and checked values
+/// only. The values arrive as text and each is checked on its own: a link
+/// anyone can craft must not put words of theirs in front of an admin, so
+/// an `id` that is not a delivery id, a `sink` that is not a configured
+/// sink and an `n` that is not a number are dropped, not shown.
 #[derive(Debug, Deserialize, Default)]
 struct Notice {
     notice: Option<String>,
     sink: Option<String>,
-    n: Option<u64>,
+    n: Option<String>,
     id: Option<String>,
+}
+
+/// Whether `s` has the form of the ids the store makes (a hyphenated UUID).
+fn is_id(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 fn notice_html(st: &AdminState, n: &Notice) -> String {
@@ -219,24 +255,29 @@ fn notice_html(st: &AdminState, n: &Notice) -> String {
         .as_deref()
         .filter(|s| st.config.sinks.iter().any(|c| c.name == *s))
         .unwrap_or("the sink");
+    let id = n.id.as_deref().filter(|s| is_id(s));
+    let count =
+        n.n.as_deref()
+            .filter(|s| s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok());
     let (class, text) = match n.notice.as_deref() {
         Some("retried") => (
             "ok",
-            format!(
-                "Delivery {} is queued again.",
-                n.id.as_deref().unwrap_or("")
-            ),
+            match id {
+                Some(id) => format!("Delivery {id} is queued again."),
+                None => "The delivery is queued again.".to_string(),
+            },
         ),
-        Some("replayed") => {
-            let n = n.n.unwrap_or(0);
-            (
-                "ok",
-                format!(
+        Some("replayed") => (
+            "ok",
+            match count {
+                Some(n) => format!(
                     "Requeued {n} dead {} of {sink}.",
                     plural(n, "delivery", "deliveries")
                 ),
-            )
-        }
+                None => format!("Requeued the dead deliveries of {sink}."),
+            },
+        ),
         Some("paused") => (
             "ok",
             format!("{sink} is paused: it keeps storing and sends nothing."),
@@ -294,15 +335,27 @@ async fn login_form(
     q: Result<Query<Next>, QueryRejection>,
 ) -> Response {
     let next = local_target(q.as_ref().ok().and_then(|Query(n)| n.next.as_deref())).to_string();
-    if session(&st, &headers).is_some() {
-        return see_other(&next);
+    let configured = st.config.admin.token.is_some();
+    match session(&st, &headers).await {
+        Ok(Some(_)) => see_other(&next),
+        Ok(None) => page(
+            StatusCode::OK,
+            "Log in",
+            &login_html(None, &next, configured),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "status page: cannot check the session in the store");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Log in",
+                &login_html(Some(STORE_DOWN_LOGIN), &next, configured),
+            )
+        }
     }
-    page(
-        StatusCode::OK,
-        "Log in",
-        &login_html(None, &next, st.config.admin.token.is_some()),
-    )
 }
+
+const STORE_DOWN_LOGIN: &str =
+    "The store did not answer, so no login can be opened or checked; try again in a moment.";
 
 async fn login(State(st): State<Arc<AdminState>>, headers: HeaderMap, body: Bytes) -> Response {
     // Login CSRF: another site must not log a browser into this relay.
@@ -326,11 +379,25 @@ async fn login(State(st): State<Arc<AdminState>>, headers: HeaderMap, body: Byte
             &login_html(Some("That token is not right."), &next, true),
         );
     }
+    let id = match auth::open_session(st.store.as_ref(), token, now_ms()).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "status page: cannot store a new session");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Log in",
+                &login_html(Some(STORE_DOWN_LOGIN), &next, true),
+            );
+        }
+    };
+    // A login from a browser that still had a session replaces it.
+    if let Some(old) = session_cookie(&headers) {
+        if let Err(e) = auth::end_session(st.store.as_ref(), old).await {
+            tracing::warn!(error = %e, "status page: cannot delete the session a login replaced");
+        }
+    }
     let mut resp = see_other(&next);
-    let cookie = auth::set_cookie(
-        &auth::new_session(token, now_s()),
-        auth::via_https(&headers),
-    );
+    let cookie = auth::set_cookie(&id, auth::via_https(&headers));
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -338,8 +405,15 @@ async fn login(State(st): State<Arc<AdminState>>, headers: HeaderMap, body: Byte
 }
 
 async fn logout(State(st): State<Arc<AdminState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = guard(&st, &headers, &form(&body)) {
-        return r;
+    let sess = match guard(&st, &headers, &form(&body)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    // Deleting the row is what logs out (every copy of the cookie, on every
+    // relay of this store); without it the browser keeps the cookie and
+    // may try again.
+    if let Err(e) = auth::end_session(st.store.as_ref(), &sess.id).await {
+        return store_trouble(&sess.csrf, &e.into());
     }
     let mut resp = see_other("/login");
     if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie()) {
@@ -474,8 +548,10 @@ async fn index(
     headers: HeaderMap,
     q: Result<Query<Notice>, QueryRejection>,
 ) -> Response {
-    let Some(sess) = session(&st, &headers) else {
-        return see_other("/login");
+    let sess = match session(&st, &headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return see_other("/login"),
+        Err(e) => return session_trouble(&e),
     };
     let now = now_ms();
     let stats = match st.store.sink_stats(now).await {
@@ -625,9 +701,13 @@ async fn message_page(
     Path(id): Path<String>,
 ) -> Response {
     let back = format!("/messages/{id}");
-    let Some(sess) = session(&st, &headers) else {
-        let next = local_target(Some(&back));
-        return see_other(&format!("/login?next={}", seg(next)));
+    let sess = match session(&st, &headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let next = local_target(Some(&back));
+            return see_other(&format!("/login?next={}", seg(next)));
+        }
+        Err(e) => return session_trouble(&e),
     };
     let m = match st.store.message(&id).await {
         Ok(Some(m)) => m,
@@ -692,7 +772,7 @@ async fn ui_retry(
     body: Bytes,
 ) -> Response {
     let f = form(&body);
-    if let Some(r) = guard(&st, &headers, &f) {
+    if let Err(r) = guard(&st, &headers, &f).await {
         return r;
     }
     let back = local_target(f.get("back").map(String::as_str));
@@ -712,7 +792,7 @@ async fn ui_replay(
     body: Bytes,
 ) -> Response {
     let f = form(&body);
-    if let Some(r) = guard(&st, &headers, &f) {
+    if let Err(r) = guard(&st, &headers, &f).await {
         return r;
     }
     let back = local_target(f.get("back").map(String::as_str));
@@ -752,7 +832,7 @@ async fn toggle(
     paused: bool,
 ) -> Response {
     let f = form(body);
-    if let Some(r) = guard(st, headers, &f) {
+    if let Err(r) = guard(st, headers, &f).await {
         return r;
     }
     let back = local_target(f.get("back").map(String::as_str));

@@ -167,9 +167,25 @@ pub fn resolve_refs(value: &mut toml::Value, key: &str) -> Result<(), RefError> 
     Ok(())
 }
 
-/// A URL with its credentials hidden: user-info and the query parameters
-/// that carry keys in webhook URLs (`sig`, `key`, `code`, `token`, ...).
-/// Used wherever a sink URL is logged, returned by the API or printed.
+/// A URL with its credentials hidden, wherever it is logged, returned by
+/// the API or printed (`hookrelay check`, `send-test`, attempt errors):
+///
+/// - user-info (`user:password@`) is replaced;
+/// - query parameters named like a credential (`sig`, `code`, anything
+///   containing `password`, `secret`, `token`, `key`, `auth`, ...: so
+///   Postgres' `password`, `sslpassword` and `sslkey` too) are replaced, and
+///   so is any query value that looks like one (see below);
+/// - Slack and Teams webhook hosts (compared case-insensitively, a trailing
+///   dot ignored) have their whole path replaced: the credential is the path;
+/// - on any other host, each path segment that looks like a credential is
+///   replaced (Discord-style `/api/webhooks/<id>/<token>`, Azure workflow
+///   ids): 16 characters or more mixing letters and digits, or 24 or more
+///   of the base64/hex alphabet. Ordinary words (`workflows`, `api`,
+///   `hooks`, `v1`) stay readable. A Postgres URL keeps its path, which is
+///   the database name;
+/// - a fragment is replaced.
+///
+/// A text that does not parse as a URL is replaced whole.
 pub fn redact_url(raw: &str) -> String {
     let Ok(mut url) = reqwest::Url::parse(raw) else {
         // Not a URL we can take apart: show nothing of it rather than risk it.
@@ -180,41 +196,121 @@ pub fn redact_url(raw: &str) -> String {
         let _ = url.set_password(None);
         let _ = url.set_username(REDACTED);
     }
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let secret = SECRET_QUERY_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s));
-                let v = if secret {
-                    REDACTED.to_string()
+    if let Some(q) = url.query() {
+        let q = redact_query(q);
+        url.set_query(Some(&q));
+    }
+    if url.fragment().is_some_and(|f| !f.is_empty()) {
+        url.set_fragment(Some(REDACTED));
+    }
+    let host = url
+        .host_str()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default();
+    if credential_in_path_host(&host) {
+        url.set_path(&format!("/{REDACTED}"));
+    } else if !matches!(url.scheme(), "postgres" | "postgresql") && !url.cannot_be_a_base() {
+        let path = url.path().to_string();
+        let masked: Vec<&str> = path
+            .split('/')
+            .map(|seg| {
+                if looks_like_credential(&percent_decoded(seg)) {
+                    REDACTED
                 } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
+                    seg
+                }
             })
             .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    // Slack and Teams put the credential in the path itself
-    // (hooks.slack.com/services/T/B/XXXX); keep only the host for those.
-    if let Some(host) = url.host_str() {
-        if host.ends_with("hooks.slack.com") || host.contains("webhook.office.com") {
-            url.set_path("/[redacted]");
-        }
+        url.set_path(&masked.join("/"));
     }
     url.to_string()
 }
 
-const SECRET_QUERY_KEYS: &[&str] = &[
-    "sig",
-    "key",
-    "code",
-    "token",
-    "access_token",
-    "api_key",
-    "apikey",
-    "secret",
+/// Hosts whose webhook URLs carry the credential as the path itself
+/// (`hooks.slack.com/services/T/B/XXXX`, Teams connector URLs).
+fn credential_in_path_host(host: &str) -> bool {
+    host.ends_with("hooks.slack.com")
+        || host.ends_with("hooks.slack-gov.com")
+        || host.contains("webhook.office.com")
+        || host == "outlook.office.com"
+        || host == "outlook.office365.com"
+}
+
+/// The query with credential parameters replaced; everything else is kept
+/// as it was written.
+fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = form_decoded(k).to_ascii_lowercase();
+            let secret = SECRET_QUERY_KEYS.contains(&key.as_str())
+                || SECRET_QUERY_WORDS.iter().any(|w| key.contains(w))
+                || looks_like_credential(&form_decoded(v))
+                || (v.is_empty() && looks_like_credential(&key));
+            match (secret, pair.contains('=')) {
+                // The same encoding of the placeholder as before, so output
+                // stays stable: `sig=%5Bredacted%5D`.
+                (true, true) => format!("{k}=%5Bredacted%5D"),
+                (true, false) => "%5Bredacted%5D".to_string(),
+                (false, _) => pair.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Whether a path segment or query value looks like a random credential
+/// rather than a word: 16+ characters mixing letters and digits, or 24+
+/// characters of the base64/hex alphabet.
+fn looks_like_credential(s: &str) -> bool {
+    let len = s.chars().count();
+    let letters = s.chars().any(|c| c.is_alphabetic());
+    let digits = s.chars().any(|c| c.is_ascii_digit());
+    (len >= 16 && letters && digits)
+        || (len >= 24
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b)))
+}
+
+/// `%XX` decoded (what the segment says, not how it was escaped).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A query key or value decoded the way forms encode (`+` is a space).
+fn form_decoded(s: &str) -> String {
+    percent_decoded(&s.replace('+', " "))
+}
+
+/// Query parameters that are credentials whatever their value.
+const SECRET_QUERY_KEYS: &[&str] = &["sig", "code", "pw", "pwd", "pass"];
+
+/// Words that make any query parameter containing them a credential
+/// (`sslpassword`, `access_token`, `api_key`, `client_secret`, ...).
+const SECRET_QUERY_WORDS: &[&str] = &[
     "password",
+    "passwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "signature",
+    "credential",
 ];
 
 #[cfg(test)]
@@ -239,6 +335,97 @@ mod tests {
         );
         assert!(u.contains("api-version=1"), "{u}");
         assert_eq!(redact_url("not a url sig=1"), REDACTED);
+    }
+
+    #[test]
+    fn slack_and_teams_paths_are_hidden_however_the_host_is_written() {
+        for raw in [
+            "https://hooks.slack.com/services/T0ABC1234/B0DEF5678/slackPathSecret",
+            "https://hooks.slack.com./services/T0ABC1234/B0DEF5678/slackPathSecret",
+            "https://HOOKS.Slack.COM./services/T0ABC1234/B0DEF5678/slackPathSecret",
+            "https://hooks.slack.com:443/services/T0ABC1234/B0DEF5678/slackPathSecret",
+            "https://contoso.webhook.office.com./webhookb2/g@t/IncomingWebhook/slackPathSecret/x",
+        ] {
+            let u = redact_url(raw);
+            assert!(
+                !u.contains("slackPathSecret")
+                    && !u.contains("B0DEF5678")
+                    && !u.contains("webhookb2"),
+                "{raw} -> {u}"
+            );
+            assert!(u.ends_with("/[redacted]"), "{raw} -> {u}");
+        }
+    }
+
+    #[test]
+    fn token_like_path_segments_are_masked_and_words_kept() {
+        let token = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+        let u = redact_url(&format!(
+            "https://discord.com/api/webhooks/123456789012345678/{token}"
+        ));
+        assert_eq!(
+            u,
+            "https://discord.com/api/webhooks/123456789012345678/[redacted]"
+        );
+        for (raw, hidden) in [
+            // Letters and digits, 16 or more.
+            ("https://h.example/hooks/v1/abc123def456ghi7/run", "abc123def456ghi7"),
+            // 24 or more of the base64 alphabet, even without digits.
+            ("https://h.example/in/QWERTYUIOPasdfghjklZXCVBnm", "QWERTYUIOPasdfghjklZXCVBnm"),
+            // A hex id (Azure Logic Apps workflow).
+            (
+                "https://prod-00.westeurope.logic.azure.com/workflows/6cd80cb32d4a4b4d858a020e57fba7b1/triggers/manual/paths/invoke",
+                "6cd80cb32d4a4b4d858a020e57fba7b1",
+            ),
+            // Escaped does not help.
+            ("https://h.example/x/abc%31%32%33def456ghi789", "def456ghi789"),
+        ] {
+            let u = redact_url(raw);
+            assert!(!u.contains(hidden), "{raw} -> {u}");
+        }
+        let u = redact_url(
+            "https://prod-00.westeurope.logic.azure.com/workflows/6cd80cb32d4a4b4d858a020e57fba7b1/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=s3cr3t",
+        );
+        assert_eq!(
+            u,
+            "https://prod-00.westeurope.logic.azure.com/workflows/[redacted]/triggers/manual/paths/invoke\
+             ?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=%5Bredacted%5D"
+        );
+        let plain =
+            "https://hooks.example.org/api/webhooks/workflows/v1/hooks/receive-arcgis-events";
+        assert_eq!(redact_url(plain), plain, "ordinary words stay");
+    }
+
+    #[test]
+    fn postgres_urls_hide_every_password_and_key_parameter() {
+        let u = redact_url(
+            "postgres://relay:user-pw@db.internal:5432/hookrelay_prod_2026?sslmode=verify-full\
+             &sslpassword=ssl-pw&password=query-pw&sslkey=/etc/keys/client.key&PassWord=mixed-case\
+             &client_secret=cs&application_name=hookrelay",
+        );
+        for hidden in [
+            "user-pw",
+            "relay:",
+            "ssl-pw",
+            "query-pw",
+            "client.key",
+            "mixed-case",
+            "=cs",
+        ] {
+            assert!(!u.contains(hidden), "{hidden}: {u}");
+        }
+        for kept in [
+            "@db.internal:5432/hookrelay_prod_2026?",
+            "sslmode=verify-full",
+            "application_name=hookrelay",
+            "sslpassword=%5Bredacted%5D",
+        ] {
+            assert!(u.contains(kept), "{kept}: {u}");
+        }
+        // Query values that look like credentials go whatever their name.
+        let u = redact_url("https://h.example/in?x=AbCdEf0123456789xyz&page=2");
+        assert_eq!(u, "https://h.example/in?x=%5Bredacted%5D&page=2");
+        assert!(!redact_url("https://h.example/in#access_token=abc").contains("abc"));
     }
 
     #[test]

@@ -153,6 +153,23 @@ pub trait Store: Send + Sync + 'static {
     async fn wait_for_work(&self) {
         std::future::pending::<()>().await
     }
+
+    /// Stores a new status page session.
+    async fn create_admin_session(&self, session: &AdminSession) -> Result<(), StoreError>;
+
+    /// The session whose id hashes to `id_hash`, if it exists and has not
+    /// expired at `now`. A row found expired is deleted on the way.
+    async fn admin_session(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<AdminSession>, StoreError>;
+
+    /// Deletes a session (logout, or one found unusable); whether it existed.
+    async fn delete_admin_session(&self, id_hash: &str) -> Result<bool, StoreError>;
+
+    /// Deletes every session expired at `now` (the retention purge); how many.
+    async fn purge_admin_sessions(&self, now: i64) -> Result<u64, StoreError>;
 }
 
 /// Opens the store named by `url`, applying migrations when `migrate` is set.

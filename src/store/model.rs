@@ -395,3 +395,18 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
         .as_millis();
     Ok(i64::try_from(ms).unwrap_or(i64::MAX))
 }
+
+/// A status page session (see `admin::auth`): the store keeps only the
+/// SHA-256 of the id the browser's cookie carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSession {
+    /// Hex SHA-256 of the session id.
+    pub id_hash: String,
+    /// Fingerprint of the admin token the session was opened with; a
+    /// session of another token is refused.
+    pub token_fp: String,
+    /// When it was opened (ms).
+    pub created_at: i64,
+    /// When it stops working (ms).
+    pub expires_at: i64,
+}

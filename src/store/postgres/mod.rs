@@ -882,4 +882,67 @@ impl Store for PgStore {
     async fn wait_for_work(&self) {
         self.work.notified().await
     }
+
+    async fn create_admin_session(&self, s: &AdminSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO admin_sessions (id_hash, token_fp, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.token_fp)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn admin_session(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<AdminSession>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id_hash, token_fp, created_at, expires_at FROM admin_sessions \
+             WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let s = AdminSession {
+            id_hash: r.try_get("id_hash")?,
+            token_fp: r.try_get("token_fp")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+        };
+        if s.expires_at <= now {
+            // Refused either way; the purge removes it if this fails.
+            if let Err(e) = self.delete_admin_session(id_hash).await {
+                tracing::warn!(error = %e, "cannot delete an expired admin session");
+            }
+            return Ok(None);
+        }
+        Ok(Some(s))
+    }
+
+    async fn delete_admin_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn purge_admin_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        let n = sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
 }
