@@ -26,10 +26,11 @@
 
 pub mod admin;
 pub mod app;
+pub mod arcgis;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
-pub mod event;
+pub mod domain;
 pub mod ingress;
 pub mod metrics;
 pub mod routing;

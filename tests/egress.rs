@@ -499,7 +499,7 @@ async fn client_certificate_per_sink() {
         "https://127.0.0.1:1/x",
         &format!("client_cert = \"{}\"", toml_path(&cert)),
     );
-    let e = Config::from_toml(&relay_config(dir.path(), "", &only))
+    let e = hookrelay::app::compile_text(&relay_config(dir.path(), "", &only))
         .unwrap_err()
         .to_string();
     assert!(e.contains("client_cert") && e.contains("together"), "{e}");
@@ -513,7 +513,7 @@ async fn client_certificate_per_sink() {
             toml_path(&other_key)
         ),
     );
-    let e = Config::from_toml(&relay_config(dir.path(), "", &wrong))
+    let e = hookrelay::app::compile_text(&relay_config(dir.path(), "", &wrong))
         .unwrap_err()
         .to_string();
     assert!(
@@ -529,10 +529,11 @@ fn allowed_hosts_is_deny_by_default_when_set() {
     let allowed = r#"allowed_hosts = ["*.slack.com", "hooks.example.org"]"#;
     let ok = sink("slack", "https://hooks.slack.com/services/T0/B0/XXXX", "")
         + &sink("ours", "https://hooks.example.org/in?token=abc", "");
-    Config::from_toml(&relay_config(dir.path(), allowed, &ok)).expect("allowed hosts pass");
+    hookrelay::app::compile_text(&relay_config(dir.path(), allowed, &ok))
+        .expect("allowed hosts pass");
 
     let bad = ok.clone() + &sink("elsewhere", "https://evil.example.com/x?key=s3cret-key", "");
-    let e = Config::from_toml(&relay_config(dir.path(), allowed, &bad))
+    let e = hookrelay::app::compile_text(&relay_config(dir.path(), allowed, &bad))
         .unwrap_err()
         .to_string();
     assert!(
@@ -545,12 +546,15 @@ fn allowed_hosts_is_deny_by_default_when_set() {
     );
     // The bare domain is not covered by *.domain.
     let apex = sink("apex", "https://slack.com/x", "");
-    assert!(Config::from_toml(&relay_config(dir.path(), allowed, &apex)).is_err());
+    assert!(hookrelay::app::compile_text(&relay_config(dir.path(), allowed, &apex)).is_err());
     // An empty list allows nothing; no list allows everything.
-    assert!(Config::from_toml(&relay_config(dir.path(), "allowed_hosts = []", &ok)).is_err());
-    Config::from_toml(&relay_config(dir.path(), "", &bad)).expect("no list: everything allowed");
+    assert!(
+        hookrelay::app::compile_text(&relay_config(dir.path(), "allowed_hosts = []", &ok)).is_err()
+    );
+    hookrelay::app::compile_text(&relay_config(dir.path(), "", &bad))
+        .expect("no list: everything allowed");
     // Patterns are checked.
-    let e = Config::from_toml(&relay_config(
+    let e = hookrelay::app::compile_text(&relay_config(
         dir.path(),
         r#"allowed_hosts = ["https://x.org/"]"#,
         &ok,

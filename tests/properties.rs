@@ -24,11 +24,10 @@
 use std::time::Duration;
 
 use hookrelay::config::{CircuitConfig, DeliveryPolicy};
-use hookrelay::dispatch::retry::{
-    backoff_cap, backoff_delay, next_state, parse_retry_after, Verdict,
-};
-use hookrelay::event::{Event, EventOrigin};
-use hookrelay::routing::Pattern;
+use hookrelay::dispatch::retry::{backoff_cap, backoff_delay, next_state, Verdict};
+use hookrelay::domain::event::{Event, EventOrigin};
+use hookrelay::domain::pattern::Pattern;
+use hookrelay::sinks::answer::parse_retry_after;
 use hookrelay::store::NextState;
 use proptest::prelude::*;
 

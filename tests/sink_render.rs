@@ -2,8 +2,8 @@
 //! fixture. A change in wording or shape shows up as a snapshot diff to
 //! review, not as a surprise in someone's channel.
 
+use hookrelay::arcgis::payload::{extract_form, normalise, parse_json};
 use hookrelay::config::SinkConfig;
-use hookrelay::ingress::payload::{extract_form, normalise, parse_json};
 use hookrelay::sinks::email::Email;
 use hookrelay::sinks::notebook::Notebook;
 use hookrelay::sinks::power_automate::PowerAutomate;
@@ -149,5 +149,85 @@ fn email_messages() {
             r.html.unwrap_or_default()
         );
         insta::assert_snapshot!(snap_name("email", f), text);
+    }
+}
+
+/// A delivery of a JSON payload given inline, every event matched.
+fn claimed_json(json: serde_json::Value, source: &str) -> Claimed {
+    let raw = serde_json::to_vec(&json).unwrap();
+    let events = normalise(&json, false).unwrap();
+    Claimed {
+        id: "0193a0c0-0000-7000-8000-000000000009".into(),
+        lease_token: String::new(),
+        sink: "out".into(),
+        attempts: 0,
+        cycle_started_at: 1_730_400_000_000,
+        message_id: "0193a0c0-0000-7000-8000-000000000008".into(),
+        source: source.into(),
+        received_at: 1_730_400_000_000,
+        content_type: "application/json".into(),
+        body: raw,
+        matched: (0..events.len()).collect(),
+        events,
+        defect: None,
+    }
+}
+
+/// Links the relay renders itself (Slack, Teams, e-mail, a Power BI URL
+/// column) are http(s) only, whatever the payload said.
+#[test]
+fn payload_links_that_are_not_http_are_never_rendered() {
+    let portal = claimed_json(
+        serde_json::json!({
+            "info": {"webhookName": "w", "portalURL": "javascript:alert(document.cookie)//"},
+            "events": [{"source": "item", "id": "abc", "operation": "share", "when": 1730385704000i64}],
+        }),
+        "portal",
+    );
+    let service = claimed_json(
+        serde_json::json!({
+            "serviceType": "FeatureServer", "serviceName": "Parcels",
+            "changesUrl": "JavaScript:alert(1)",
+            "events": ["FeaturesCreated"],
+        }),
+        "server",
+    );
+    let email = {
+        let mut c = sink(
+            "email",
+            "from = \"relay@example.org\"\nto = [\"gis@example.org\"]",
+        );
+        c.url = "smtp://mail.example.org".into();
+        let policy = c.policy(&Default::default());
+        Email::new("sinks[0]", &c, &policy).unwrap()
+    };
+    let kinds: Vec<(&str, Box<dyn HttpKind>)> = vec![
+        (
+            "slack",
+            Box::new(Slack::new("sinks[0]", &sink("slack", "")).unwrap()),
+        ),
+        (
+            "teams",
+            Box::new(Teams::new("sinks[0]", &sink("teams", "")).unwrap()),
+        ),
+        ("powerbi", Box::new(PowerBi::new(&sink("powerbi", "")))),
+    ];
+    // power-automate, notebook and http forward the events or the body as
+    // data, exactly as received: they render no links of their own.
+    for d in [&portal, &service] {
+        for (name, k) in &kinds {
+            let out = String::from_utf8(k.render(d).unwrap().body).unwrap();
+            assert!(
+                !out.to_ascii_lowercase().contains("javascript:"),
+                "{name}: {out}"
+            );
+        }
+        let r = email.render(d).unwrap();
+        for part in [r.text, r.html.unwrap_or_default(), r.subject] {
+            assert!(
+                !part.to_ascii_lowercase().contains("javascript:"),
+                "email: {part}"
+            );
+        }
     }
 }

@@ -838,7 +838,7 @@ async fn template_from_file_overrides_the_body(b: Backend) {
 // ------------------------------------------------ config and CLI (no store)
 
 fn config_error(sinks: &str) -> String {
-    Config::from_toml(&config_text("sqlite://x.db", sinks))
+    hookrelay::app::compile_text(&config_text("sqlite://x.db", sinks))
         .expect_err("config is refused")
         .to_string()
 }

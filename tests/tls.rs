@@ -256,10 +256,10 @@ fn config_validation_loads_the_certificate_and_names_the_file() {
             toml_path(dir.path())
         )
     };
-    Config::from_toml(&base(&cert, &key)).expect("good pair");
+    hookrelay::app::compile_text(&base(&cert, &key)).expect("good pair");
 
     let missing = dir.path().join("nope.crt");
-    let e = Config::from_toml(&base(&missing, &key))
+    let e = hookrelay::app::compile_text(&base(&missing, &key))
         .unwrap_err()
         .to_string();
     assert!(
@@ -268,13 +268,13 @@ fn config_validation_loads_the_certificate_and_names_the_file() {
     );
 
     let (_, other_key) = ca.server().write(dir.path(), "other");
-    let e = Config::from_toml(&base(&cert, &other_key))
+    let e = hookrelay::app::compile_text(&base(&cert, &other_key))
         .unwrap_err()
         .to_string();
     assert!(e.contains("does not fit") && e.contains("other.key"), "{e}");
 
     // The key file given as the certificate: no certificate inside.
-    let e = Config::from_toml(&base(&key, &key))
+    let e = hookrelay::app::compile_text(&base(&key, &key))
         .unwrap_err()
         .to_string();
     assert!(
@@ -283,7 +283,7 @@ fn config_validation_loads_the_certificate_and_names_the_file() {
     );
 
     let only_cert = format!("[server]\ntls_cert = \"{}\"\n", toml_path(&cert));
-    assert!(Config::from_toml(&only_cert)
+    assert!(hookrelay::app::compile_text(&only_cert)
         .unwrap_err()
         .to_string()
         .contains("together"));

@@ -44,7 +44,7 @@ fn portal_item(id: &str, when: Value) -> Vec<u8> {
 async fn nesting_is_refused_past_the_limit_and_readable_up_to_it(b: Backend) {
     let sink = TestSink::start().await;
     let app = spawn_app(b, &http_sink("all", &sink, "")).await;
-    let limit = hookrelay::ingress::payload::MAX_NESTING;
+    let limit = hookrelay::arcgis::payload::MAX_NESTING;
     let r = app.post_portal(&portal_nested(limit - 4)).await;
     assert_eq!(r.status(), 200, "exactly at the limit is accepted");
     let id = r.json::<Value>().await.unwrap()["message_id"]

@@ -9,7 +9,7 @@
 //! - two `payload` fields are always refused.
 #![no_main]
 
-use hookrelay::ingress::payload::extract_form;
+use hookrelay::arcgis::payload::extract_form;
 use libfuzzer_sys::fuzz_target;
 
 fn form_decode(v: &[u8]) -> Vec<u8> {

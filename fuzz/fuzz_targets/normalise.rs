@@ -17,8 +17,8 @@
 //!   events alone (for ArcGIS shapes) or of the body (for generic ones).
 #![no_main]
 
-use hookrelay::event::{Event, EventOrigin};
-use hookrelay::ingress::payload::{
+use hookrelay::domain::event::{Event, EventOrigin};
+use hookrelay::arcgis::payload::{
     dedupe_key, normalise, parse_json, take_body_secret, BodySecret,
 };
 use libfuzzer_sys::fuzz_target;

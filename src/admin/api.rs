@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::summary::{summarize, SinkSummary};
 use super::{AdminError, AdminState, OpenApiJson};
 use crate::config::Config;
-use crate::routing::Pattern;
+use crate::domain::pattern::Pattern;
 use crate::store::{
     now_ms, parse_time, DeliveryFilter, DeliveryRow, MessageDetail, ReplayFilter, RetryResult,
     Status,

@@ -42,7 +42,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
-use crate::ingress::signature::hmac_sha256;
+use crate::domain::crypto::hmac_sha256;
 use crate::store::{AdminSession, Store, StoreError};
 
 /// Name of the status page's session cookie.
@@ -68,7 +68,7 @@ fn same(a: &str, b: &str) -> bool {
 pub fn token_ok(configured: Option<&Secret>, presented: Option<&str>) -> bool {
     match (configured, presented) {
         (Some(t), Some(p)) => {
-            crate::ingress::signature::secret_matches(std::slice::from_ref(t), p.as_bytes())
+            crate::domain::crypto::secret_matches(std::slice::from_ref(t), p.as_bytes())
         }
         _ => false,
     }

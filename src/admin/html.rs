@@ -37,7 +37,7 @@ pub fn seg(s: &str) -> String {
 /// The URL, escaped for an `href`, when it is plain http(s); else `None`.
 pub fn safe_href(url: &str) -> Option<String> {
     let url = url.trim_start();
-    crate::event::is_http_url(url).then(|| esc(url))
+    crate::domain::event::is_http_url(url).then(|| esc(url))
 }
 
 /// An RFC 3339 time as `<time>`, shown without the `T` and milliseconds;

@@ -30,12 +30,12 @@ use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::dispatch::SinkSet;
+pub use crate::domain::event::EventDoc;
 use crate::metrics::Metrics;
 use crate::store::Store;
 pub use api::{replay_filter, DeliveriesQuery, ReplayBody};
 pub use auth::token_ok;
 pub use error::AdminError;
-pub use openapi::EventDoc;
 
 /// What the admin handlers share.
 pub struct AdminState {

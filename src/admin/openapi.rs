@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::config::Config;
 
@@ -115,42 +115,10 @@ impl Modify for BearerScheme {
     }
 }
 
-/// How the API shows one normalised event. It describes
-/// [`crate::event::Event`]'s JSON (that type lives outside the admin
-/// module); a test serialises a fully populated `Event` and checks that its
-/// fields are exactly these.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct EventDoc {
-    /// `portal`, `service` or `generic`.
-    origin: String,
-    /// ArcGIS trigger URI: `/items/<id>/share`, `/services/Hosted/Parcels.FeatureServer/FeaturesCreated`.
-    uri: String,
-    /// Portal: `item`, `group`, `user`, `role`. Services: `FeatureServer`, `GPServer`.
-    source: String,
-    /// Portal: the item/group id or user name. Services: the service name.
-    id: String,
-    /// Portal operation (`share`, `addUsers`) or service change type (`FeaturesCreated`).
-    operation: String,
-    /// Who made the change (Portal only).
-    username: Option<String>,
-    /// When it happened, milliseconds since the Unix epoch, as the sender says.
-    when: Option<i64>,
-    /// The webhook's name in ArcGIS.
-    webhook: Option<String>,
-    /// Portal URL.
-    portal_url: Option<String>,
-    /// `folder/serviceName.ServiceType` (services only).
-    service: Option<String>,
-    /// Where to fetch the changes (feature services) or the job status (GP).
-    changes_url: Option<String>,
-    /// Event-specific details as the sender wrote them.
-    properties: Option<serde_json::Value>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::EventDoc;
 
     #[test]
     fn every_time_the_pattern_admits_parses() {
@@ -216,7 +184,7 @@ mod tests {
             "\u{a0}",
         ] {
             assert!(re.is_match(ok), "{ok}");
-            assert!(crate::routing::Pattern::parse(ok).is_ok(), "{ok}");
+            assert!(crate::domain::pattern::Pattern::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
             "",
@@ -232,7 +200,7 @@ mod tests {
             assert!(!re.is_match(bad), "{bad:?}");
         }
     }
-    use crate::event::{Event, EventOrigin};
+    use crate::domain::event::{Event, EventOrigin};
     use utoipa::PartialSchema;
 
     #[test]

@@ -23,6 +23,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Check => {
+            // The same compile step `serve` runs: what it refuses, this does.
+            let compiled = crate::app::compile(config)?;
+            let config = &compiled.config;
             print!("{}", config.redacted_toml());
             eprintln!(
                 "hookrelay: configuration OK ({} sources, {} sinks)",

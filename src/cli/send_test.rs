@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::Failure;
 use crate::config::{redact_url, Config};
-use crate::dispatch::retry::Verdict;
+use crate::domain::delivery::Verdict;
 use crate::sinks::sample::{claimed, Sample};
 
 /// Sends the sample and prints what happened.
@@ -33,7 +33,12 @@ pub async fn send_test(config: &Config, name: &str, sample: Option<&str>) -> Res
             )))
         }
     };
-    let built = crate::sinks::build(sink, &config.delivery)?;
+    let compiled = crate::app::compile(config.clone())?;
+    let built = compiled
+        .sinks
+        .get(name)
+        .map(|rt| rt.sink.clone())
+        .ok_or_else(|| Failure::Usage(format!("no sink named {name:?}")))?;
     let source = sink
         .sources
         .as_ref()

@@ -6,6 +6,7 @@
 //! keys refused and finally [`Config::validate`]. `hookrelay check` prints the
 //! result with every secret redacted (see [`values::Secret`]).
 
+pub mod egress;
 mod values;
 
 use std::collections::{BTreeMap, HashSet};
@@ -658,14 +659,8 @@ impl Config {
                 "tls_cert and tls_key must be set together",
             ));
         }
-        if let (Some(cert), Some(key)) = (&self.server.tls_cert, &self.server.tls_key) {
-            // Loaded here so `hookrelay check` catches a wrong path or a key
-            // that belongs to another certificate, not only the first start.
-            crate::tls::load_certified_key(cert, key)
-                .map_err(|e| invalid("server.tls_cert", e.to_string()))?;
-        }
         for (i, p) in self.delivery.allowed_hosts.iter().flatten().enumerate() {
-            crate::sinks::client::check_host_pattern(p)
+            egress::check_host_pattern(p)
                 .map_err(|m| invalid(format!("delivery.allowed_hosts[{i}]"), m))?;
         }
         if !self.store.url.starts_with("sqlite:")
@@ -730,17 +725,13 @@ impl Config {
                 }
             }
             for (j, p) in sink.events.iter().flatten().enumerate() {
-                crate::routing::Pattern::parse(p)
+                crate::domain::pattern::Pattern::parse(p)
                     .map_err(|m| invalid(format!("{key}.events[{j}]"), m))?;
             }
             let policy = sink.policy(&self.delivery);
             validate_delivery_values(&key, &policy, &self.delivery)?;
-            crate::sinks::validate_sink(&key, sink)?;
-            crate::sinks::client::check_url_allowed(
-                &sink.url,
-                self.delivery.allowed_hosts.as_deref(),
-            )
-            .map_err(|m| invalid(format!("{key}.url"), format!("sink {:?}: {m}", sink.name)))?;
+            egress::check_url_allowed(&sink.url, self.delivery.allowed_hosts.as_deref())
+                .map_err(|m| invalid(format!("{key}.url"), format!("sink {:?}: {m}", sink.name)))?;
             if sink.kind == SinkKind::Email
                 && (sink.client_cert.is_some() || sink.client_key.is_some())
             {
@@ -750,10 +741,7 @@ impl Config {
                 ));
             }
             match (&sink.client_cert, &sink.client_key) {
-                (Some(cert), Some(k)) => {
-                    crate::sinks::client::load_identity(&key, cert, k)?;
-                }
-                (None, None) => {}
+                (Some(_), Some(_)) | (None, None) => {}
                 _ => {
                     return Err(invalid(
                         format!("{key}.client_cert"),

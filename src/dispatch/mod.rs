@@ -9,6 +9,8 @@
 //! the lease in the row is what keeps other workers off it.
 
 pub mod circuit;
+#[cfg(test)]
+mod fault_tests;
 pub mod ratelimit;
 pub mod retry;
 

@@ -6,61 +6,10 @@
 //! injected jitter in `[0, 1]`. Retries are durable: the answer becomes the
 //! delivery's `next_attempt_at` in the store, not a sleep in memory.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::config::DeliveryPolicy;
-use crate::store::NextState;
-
-/// What one attempt's answer means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The sink accepted it.
-    Delivered,
-    /// Worth trying again; at `after` when the sink said so (Retry-After).
-    Retry {
-        /// The sink's own wish, if any.
-        after: Option<Duration>,
-    },
-    /// Trying again cannot help (a 4xx that is not about timing).
-    Permanent,
-}
-
-/// Classifies an HTTP status: 2xx delivered; 408, 425, 429 and 5xx retried;
-/// every other status permanent.
-pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Verdict {
-    match status {
-        200..=299 => Verdict::Delivered,
-        408 | 425 | 429 | 500..=599 => Verdict::Retry { after: retry_after },
-        _ => Verdict::Permanent,
-    }
-}
-
-/// Parses a `Retry-After` value: delay-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate_parse(v)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-fn httpdate_parse(v: &str) -> Option<SystemTime> {
-    // IMF-fixdate, e.g. "Wed, 21 Oct 2015 07:28:00 GMT": reorder it into
-    // RFC 3339 for humantime.
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == mon)?
-        + 1;
-    let day: u32 = day.parse().ok()?;
-    humantime::parse_rfc3339(&format!("{year}-{month:02}-{day:02}T{time}Z")).ok()
-}
+pub use crate::domain::delivery::{NextState, Verdict};
 
 /// The un-jittered delay before attempt `n + 1` after `n` failed attempts:
 /// `initial * 2^(n-1)`, capped at `max_backoff`.
@@ -153,21 +102,6 @@ mod tests {
     }
 
     #[test]
-    fn statuses_classify_as_the_contract_says() {
-        assert_eq!(classify_status(200, None), Verdict::Delivered);
-        assert_eq!(classify_status(204, None), Verdict::Delivered);
-        for s in [408, 425, 429, 500, 502, 503, 599] {
-            assert!(
-                matches!(classify_status(s, None), Verdict::Retry { .. }),
-                "{s}"
-            );
-        }
-        for s in [301, 400, 401, 403, 404, 410, 422] {
-            assert_eq!(classify_status(s, None), Verdict::Permanent, "{s}");
-        }
-    }
-
-    #[test]
     fn backoff_doubles_to_the_cap() {
         let p = policy();
         let caps: Vec<u64> = (1..=6).map(|n| backoff_cap(&p, n).as_secs()).collect();
@@ -207,19 +141,5 @@ mod tests {
             next_state(&p, r(86_400), 1, 0, 0, 0.0),
             NextState::Retry { at: 60_000 }
         );
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_and_dates() {
-        let now = humantime::parse_rfc3339("2015-10-21T07:27:00Z").unwrap();
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -7,9 +7,9 @@
 
 mod error;
 pub mod limits;
-pub mod payload;
-mod probe;
 pub mod signature;
+
+pub use crate::arcgis::payload;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -249,7 +249,7 @@ async fn accept(
     let server = &st.config.server;
     let limits = payload::Limits::for_body(raw.len(), server.max_events, server.max_expansion);
     let events = payload::normalise_within(&verified.doc, src.kind == SourceKind::Hmac, limits)?;
-    let encoded_events = crate::event::encode_events(&events);
+    let encoded_events = crate::domain::event::encode_events(&events);
     payload::check_encoded(&encoded_events, limits)?;
 
     let dedupe_key = payload::dedupe_key(&events, &raw);

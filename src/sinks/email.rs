@@ -27,7 +27,7 @@ use super::template::template_config_error;
 use super::template::Templates;
 use super::{keep, AttemptOutcome, Sink};
 use crate::config::{ConfigError, DeliveryPolicy, SinkConfig, SmtpTls};
-use crate::dispatch::retry::Verdict;
+use crate::domain::delivery::Verdict;
 use crate::store::Claimed;
 
 /// Built-in templates.

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::event::{Event, EventOrigin};
+use crate::domain::event::{Event, EventOrigin};
 use crate::store::Claimed;
 
 /// One property of an event, flattened to text for a fact list.
@@ -61,12 +61,12 @@ pub struct Facts {
     pub details: Vec<Detail>,
     /// The event's properties as ArcGIS sent them, for custom templates
     /// (shared with the event, not copied).
-    pub properties: crate::event::Props,
+    pub properties: crate::domain::event::Props,
 }
 
 /// RFC 3339 UTC to the second, the form people read.
 pub fn rfc3339_seconds(ms: i64) -> String {
-    crate::event::format_time(ms, crate::event::TimePrecision::Seconds)
+    crate::domain::event::format_time(ms, crate::domain::event::TimePrecision::Seconds)
 }
 
 /// The facts of `e`; `fallback_ms` stands in for a missing event time

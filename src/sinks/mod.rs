@@ -3,6 +3,7 @@
 //! answer into a [`Verdict`]. Sending, timeouts, proxies and recording the
 //! answer are shared here, so a new HTTP kind is a render and a classify.
 
+pub mod answer;
 pub mod client;
 pub mod email;
 pub mod facts;
@@ -24,8 +25,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::config::{ConfigError, DeliveryConfig, SinkConfig, SinkKind};
-use crate::dispatch::retry::{classify_status, parse_retry_after, Verdict};
+use crate::domain::delivery::Verdict;
 use crate::store::Claimed;
+use answer::{classify_status, parse_retry_after};
 
 /// The first this-many bytes of an answer are kept with the attempt.
 pub const RESPONSE_KEEP: usize = 1024;

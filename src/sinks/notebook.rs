@@ -8,7 +8,7 @@ use base64::Engine;
 
 use super::{HttpKind, Outbound};
 use crate::config::{ConfigError, SinkConfig};
-use crate::ingress::signature::hmac_sha256;
+use crate::domain::crypto::hmac_sha256;
 use crate::store::Claimed;
 
 /// The header Notebook Server receivers check unless created with another.

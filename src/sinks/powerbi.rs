@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::{answer_word, Answer, HttpKind, Outbound};
 use crate::config::{Secret, SinkConfig};
-use crate::event::EventOrigin;
+use crate::domain::event::EventOrigin;
 use crate::store::Claimed;
 
 /// The columns of every row, in order. The dataset's table must have
@@ -80,7 +80,12 @@ pub fn rows(d: &Claimed) -> Vec<Map<String, Value>> {
             row.insert("id".into(), cell(&e.id));
             row.insert("username".into(), opt(&e.username));
             row.insert("webhook".into(), opt(&e.webhook));
-            row.insert("portal_url".into(), opt(&e.portal_url));
+            // A report may show this column as a clickable web URL.
+            let portal_url = e
+                .portal_url
+                .clone()
+                .filter(|u| crate::domain::event::is_http_url(u));
+            row.insert("portal_url".into(), opt(&portal_url));
             row.insert("uri".into(), cell(&e.uri));
             row.insert("service".into(), opt(&e.service));
             row.insert("change_type".into(), cell(change_type));

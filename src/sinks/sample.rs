@@ -2,8 +2,8 @@
 //! every template is test-rendered with at start, so a template that
 //! breaks on a real event is a config error rather than a dead letter.
 
-use crate::event::Event;
-use crate::routing::Pattern;
+use crate::domain::event::Event;
+use crate::domain::pattern::Pattern;
 use crate::store::Claimed;
 
 /// A Portal item-share payload, shaped like Esri's documented example.
@@ -35,8 +35,8 @@ impl Sample {
 
     /// The normalised events of the payload.
     pub fn events(self) -> Vec<Event> {
-        crate::ingress::payload::parse_json(self.body().as_bytes())
-            .and_then(|doc| crate::ingress::payload::normalise(&doc, false))
+        crate::arcgis::payload::parse_json(self.body().as_bytes())
+            .and_then(|doc| crate::arcgis::payload::normalise(&doc, false))
             .unwrap_or_default()
     }
 

@@ -3,7 +3,7 @@
 use base64::Engine;
 
 use crate::config::{Secret, SignScheme};
-use crate::ingress::signature::hmac_sha256;
+use crate::domain::crypto::hmac_sha256;
 
 /// The key bytes for a scheme: standard-webhooks secrets are base64 with an
 /// optional `whsec_` prefix; the others use the secret's bytes as they are.

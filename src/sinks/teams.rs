@@ -12,10 +12,11 @@
 
 use serde_json::Value;
 
+use super::answer::classify_status;
 use super::template::{single_template, Templates};
 use super::{answer_word, Answer, HttpKind, Outbound};
 use crate::config::{ConfigError, SinkConfig};
-use crate::dispatch::retry::{classify_status, Verdict};
+use crate::domain::delivery::Verdict;
 use crate::store::Claimed;
 
 /// The built-in card template.

@@ -8,7 +8,7 @@ use super::{
     events_match, rfc3339, AttemptRecord, DeliveryDetail, DeliveryRow, MessageDetail, SinkStats,
     StoreError,
 };
-use crate::routing::Pattern;
+use crate::domain::pattern::Pattern;
 
 /// A `messages` row.
 pub(crate) struct MessageRow {
@@ -41,7 +41,7 @@ pub(crate) fn message_detail(
     }
     // A message whose events do not read back is still shown (body,
     // deliveries, attempts), with the reason instead of its events.
-    let events = crate::event::decode_events(&m.events);
+    let events = crate::domain::event::decode_events(&m.events);
     Ok(MessageDetail {
         id: m.id,
         source: m.source,

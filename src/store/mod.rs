@@ -207,9 +207,9 @@ pub fn new_id() -> String {
 pub(crate) fn events_match(
     events_json: &str,
     indexes_json: &str,
-    pattern: &crate::routing::Pattern,
+    pattern: &crate::domain::pattern::Pattern,
 ) -> bool {
-    let events = crate::event::decode_events(events_json).unwrap_or_default();
+    let events = crate::domain::event::decode_events(events_json).unwrap_or_default();
     let idx: Vec<usize> = serde_json::from_str(indexes_json).unwrap_or_default();
     idx.iter()
         .filter_map(|i| events.get(*i))
@@ -222,8 +222,8 @@ pub(crate) fn events_match(
 pub(crate) fn decode_claimed(
     events: &str,
     matched: &str,
-) -> (Vec<crate::event::Event>, Vec<usize>, Option<String>) {
-    let events = crate::event::decode_events(events);
+) -> (Vec<crate::domain::event::Event>, Vec<usize>, Option<String>) {
+    let events = crate::domain::event::decode_events(events);
     let matched = serde_json::from_str::<Vec<usize>>(matched);
     match (events, matched) {
         (Ok(e), Ok(m)) => (e, m, None),

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+pub use crate::domain::delivery::{NextState, Status};
+
+use crate::domain::event::Event;
 
 /// A verified, parsed request ready to be committed.
 #[derive(Debug, Clone)]
@@ -19,7 +21,7 @@ pub struct NewMessage {
     pub headers: String,
     /// The body sinks forward: the raw bytes, minus any inbound credential.
     pub body: Vec<u8>,
-    /// Normalised events, as JSON array.
+    /// Normalised events, in the stored form of [`crate::domain::event::encode_events`].
     pub events: String,
     /// Hash of the normalised events; equal keys within the window are duplicates.
     pub dedupe_key: String,
@@ -129,19 +131,6 @@ pub struct AttemptRecord {
     pub response: Option<String>,
 }
 
-/// Where a delivery goes after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextState {
-    /// Done.
-    Delivered,
-    /// Try again at this time.
-    Retry { at: i64 },
-    /// Give up; keep it for replay.
-    Dead,
-    /// Not attempted (circuit open, paused): wait until this time without spending an attempt.
-    Defer { at: i64 },
-}
-
 /// An attempt's result for [`super::Store::complete`].
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -153,51 +142,6 @@ pub struct Completion {
     pub next: NextState,
     /// Completion time.
     pub now: i64,
-}
-
-/// Delivery status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Waiting for its `next_attempt_at`.
-    Pending,
-    /// Leased by a worker.
-    InFlight,
-    /// Succeeded.
-    Delivered,
-    /// Gave up.
-    Dead,
-}
-
-impl Status {
-    /// Column value.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::InFlight => "in_flight",
-            Status::Delivered => "delivered",
-            Status::Dead => "dead",
-        }
-    }
-
-    /// Parses a column or query value.
-    pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "pending" => Status::Pending,
-            "in_flight" => Status::InFlight,
-            "delivered" => Status::Delivered,
-            "dead" => Status::Dead,
-            _ => return None,
-        })
-    }
-
-    /// Every status, for gauges.
-    pub const ALL: [Status; 4] = [
-        Status::Pending,
-        Status::InFlight,
-        Status::Delivered,
-        Status::Dead,
-    ];
 }
 
 /// A delivery as the API and CLI show it.
@@ -253,7 +197,7 @@ pub struct MessageDetail {
     /// The body as text when it is UTF-8 (it is JSON or a form for ArcGIS).
     pub body: Option<String>,
     /// Normalised events.
-    #[schema(value_type = Vec<crate::admin::EventDoc>)]
+    #[schema(value_type = Vec<crate::domain::event::EventDoc>)]
     pub events: Vec<Event>,
     /// Why `events` is empty when the stored events could not be read back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,7 +237,7 @@ pub struct ReplayFilter {
     /// Created before (ms).
     pub until: Option<i64>,
     /// Only deliveries with an event matching this trigger pattern.
-    pub event: Option<crate::routing::Pattern>,
+    pub event: Option<crate::domain::pattern::Pattern>,
     /// Count only.
     pub dry_run: bool,
 }
@@ -374,7 +318,7 @@ pub struct PurgeCounts {
 
 /// Formats a store time for people and the API.
 pub fn rfc3339(ms: i64) -> String {
-    crate::event::format_time(ms, crate::event::TimePrecision::Millis)
+    crate::domain::event::format_time(ms, crate::domain::event::TimePrecision::Millis)
 }
 
 /// Parses a time bound as people write it: a duration back from now

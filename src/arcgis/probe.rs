@@ -3,7 +3,16 @@
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::payload::BodySecret;
+/// What a Portal body said about its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodySecret {
+    /// No `info.secret`.
+    Absent,
+    /// `info.secret` was a string (now removed from the document).
+    Present(String),
+    /// `info.secret` was there but not a string (now removed).
+    WrongType,
+}
 
 /// `info.secret` of a JSON object, or [`BodySecret::Absent`].
 pub fn body_secret(bytes: &[u8]) -> BodySecret {

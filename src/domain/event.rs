@@ -56,6 +56,39 @@ pub struct Event {
     pub properties: Props,
 }
 
+/// The OpenAPI description of [`Event`]'s JSON (`Event` itself keeps
+/// `properties` shared behind an `Arc`, which the schema derive cannot
+/// read). A test in `admin::openapi` serialises a fully populated `Event`
+/// and checks that its fields are exactly these.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EventDoc {
+    /// `portal`, `service` or `generic`.
+    origin: String,
+    /// ArcGIS trigger URI: `/items/<id>/share`, `/services/Hosted/Parcels.FeatureServer/FeaturesCreated`.
+    uri: String,
+    /// Portal: `item`, `group`, `user`, `role`. Services: `FeatureServer`, `GPServer`.
+    source: String,
+    /// Portal: the item/group id or user name. Services: the service name.
+    id: String,
+    /// Portal operation (`share`, `addUsers`) or service change type (`FeaturesCreated`).
+    operation: String,
+    /// Who made the change (Portal only).
+    username: Option<String>,
+    /// When it happened, milliseconds since the Unix epoch, as the sender says.
+    when: Option<i64>,
+    /// The webhook's name in ArcGIS.
+    webhook: Option<String>,
+    /// Portal URL.
+    portal_url: Option<String>,
+    /// `folder/serviceName.ServiceType` (services only).
+    service: Option<String>,
+    /// Where to fetch the changes (feature services) or the job status (GP).
+    changes_url: Option<String>,
+    /// Event-specific details as the sender wrote them.
+    properties: Option<serde_json::Value>,
+}
+
 /// An event's properties: one allocation shared by every event cut from
 /// the same payload object, so a payload with many events and one large
 /// property costs that property once, in memory and in the store.

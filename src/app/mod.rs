@@ -14,12 +14,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod compile;
+
+pub use compile::{compile, compile_text, Compiled};
+
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{random_jitter, Dispatcher, Jitter, SinkSet};
 use crate::ingress::{self, IngressState};
 use crate::metrics::Metrics;
-use crate::routing::RouteTable;
 use crate::server::{serve, serve_with_tls, ServeOptions};
 use crate::store::batch::Batcher;
 use crate::store::{self, now_ms, PurgeCutoffs, Store, StoreError};
@@ -93,9 +96,23 @@ async fn bind(addr: &str) -> Result<TcpListener, StartError> {
 }
 
 impl Relay {
-    /// Opens the store, binds the listeners and starts every task.
+    /// Compiles `config`, opens the store, binds the listeners and starts
+    /// every task.
     pub async fn start(config: Config, opts: RelayOptions) -> Result<Relay, StartError> {
-        let config = Arc::new(config);
+        Relay::start_compiled(compile(config)?, opts).await
+    }
+
+    /// [`Relay::start`] with a configuration already compiled.
+    pub async fn start_compiled(
+        compiled: Compiled,
+        opts: RelayOptions,
+    ) -> Result<Relay, StartError> {
+        let Compiled {
+            config,
+            routes,
+            sinks,
+            tls,
+        } = compiled;
         let store = store::open(&config.store, true, true).await?;
         let released = store.recover(now_ms()).await?;
         if released > 0 {
@@ -104,16 +121,7 @@ impl Relay {
                 "requeued deliveries a previous run left in flight"
             );
         }
-        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsIngress::from_files(cert, key).map_err(|e| {
-                StartError::Config(ConfigError::Invalid {
-                    key: "server.tls_cert".into(),
-                    message: e.to_string(),
-                })
-            })?),
-            _ => None,
-        };
-        let sinks = Arc::new(SinkSet::build(&config)?);
+        let sinks = Arc::new(sinks);
         sinks.load_state(store.as_ref()).await?;
         let metrics = Arc::new(Metrics::new());
         let cancel = CancellationToken::new();
@@ -134,7 +142,7 @@ impl Relay {
 
         let ingress_state = Arc::new(IngressState::new(
             config.clone(),
-            RouteTable::new(&config),
+            routes,
             sinks.clone(),
             commits,
             metrics.clone(),

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::probe;
-use crate::event::{Event, EventOrigin, Props, MAX_TIME_MS};
+use crate::domain::event::{Event, EventOrigin, Props, MAX_TIME_MS};
 
 /// Why a body was refused (400 `invalid_payload`, or 415).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -254,16 +254,7 @@ pub fn probe_body_secret(bytes: &[u8]) -> BodySecret {
     probe::body_secret(bytes)
 }
 
-/// What a Portal body said about its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodySecret {
-    /// No `info.secret`.
-    Absent,
-    /// `info.secret` was a string (now removed from the document).
-    Present(String),
-    /// `info.secret` was there but not a string (now removed).
-    WrongType,
-}
+pub use super::probe::BodySecret;
 
 /// Removes `info.secret` from a Portal document, so no sink ever receives
 /// the inbound credential, and says what it was.
@@ -545,7 +536,7 @@ pub fn dedupe_key(events: &[Event], body: &[u8]) -> String {
     } else {
         h.update(b"events:");
         // The stored form: shared properties hashed once, not per event.
-        h.update(crate::event::encode_events(events).as_bytes());
+        h.update(crate::domain::event::encode_events(events).as_bytes());
     }
     hex::encode(h.finalize())
 }
