@@ -471,10 +471,21 @@ async fn a_two_connection_pool_still_accepts_delivers_and_answers() {
     let ids: HashSet<String> = senders.join_all().await.into_iter().collect();
     assert_eq!(ids.len(), 40);
     sink.wait_for_messages(&ids, Duration::from_secs(30)).await;
-    let r = app.admin_get("/api/v1/deliveries?status=delivered").await;
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["items"].as_array().map(Vec::len), Some(40));
+    // The sink has answered; the outcomes are committed in batches just
+    // after, through the same two connections.
+    eventually(
+        Duration::from_secs(10),
+        "40 delivered in the API",
+        || async {
+            let r = app.admin_get("/api/v1/deliveries?status=delivered").await;
+            r.status() == 200
+                && r.json::<Value>().await.unwrap()["items"]
+                    .as_array()
+                    .map(Vec::len)
+                    == Some(40)
+        },
+    )
+    .await;
     if let Ok(app) = Arc::try_unwrap(app) {
         app.stop().await;
     }

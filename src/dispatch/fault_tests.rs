@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::config::Config;
-use crate::sinks::AttemptOutcome;
+use crate::sinks::{AttemptOutcome, Sink};
 use crate::store::{DeliveryFilter, NewDelivery, NewMessage, Status};
 
 /// Panics on any delivery whose body says "boom"; delivers the rest.

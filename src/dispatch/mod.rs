@@ -13,26 +13,25 @@ pub mod circuit;
 mod fault_tests;
 pub mod ratelimit;
 pub mod retry;
+mod sinkset;
+mod worker;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+pub use sinkset::{SinkRuntime, SinkSet};
+use worker::{lease_for, take_batch};
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, DeliveryPolicy, SinkKind};
 use crate::metrics::Metrics;
-use crate::sinks::{AttemptOutcome, Sink};
+use crate::sinks::AttemptOutcome;
 use crate::store::batch::Batcher;
-use crate::store::{
-    now_ms, AttemptRecord, Claimed, Completion, Lease, NextState, Store, StoreError,
-};
-use circuit::{Circuit, CircuitPolicy, Deactivation, Gate, Transition};
-use ratelimit::RateLimiter;
+use crate::store::{now_ms, AttemptRecord, Claimed, Completion, NextState, Store, StoreError};
+use circuit::Transition;
 use retry::next_state;
 
 /// The prefix of an attempt error that says the sink's code panicked.
@@ -50,197 +49,11 @@ pub fn random_jitter() -> Jitter {
     Arc::new(rand::random::<f64>)
 }
 
-/// A configured sink at run time: how to send, its policy and its switches.
-pub struct SinkRuntime {
-    /// Name from the config.
-    pub name: String,
-    /// Kind from the config.
-    pub kind: SinkKind,
-    /// Effective delivery settings.
-    pub policy: DeliveryPolicy,
-    /// The sender.
-    pub sink: Arc<dyn Sink>,
-    paused: AtomicBool,
-    // `updated_at` of the durable pause state last applied here.
-    state_seen: std::sync::atomic::AtomicI64,
-    wake: Notify,
-    limiter: Option<RateLimiter>,
-    circuit: std::sync::Mutex<Circuit>,
-    deactivation: Option<std::sync::Mutex<Deactivation>>,
-}
-
-impl SinkRuntime {
-    /// Paused by an administrator: stores, but sends nothing.
-    pub fn paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
-    }
-
-    /// Pauses or resumes sending (the store keeps the durable flag).
-    pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
-        if !paused {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Tells the sink's loop that new work may be due.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// The state word used by the API, the status page and metrics.
-    pub fn state(&self) -> &'static str {
-        if self.paused() {
-            "paused"
-        } else if self.circuit_open() {
-            "circuit_open"
-        } else {
-            "active"
-        }
-    }
-
-    /// Whether the circuit breaker is holding deliveries back.
-    pub fn circuit_open(&self) -> bool {
-        self.circuit.lock().map(|c| c.is_open()).unwrap_or(false)
-    }
-
-    fn gate(&self, now: i64) -> Gate {
-        self.circuit
-            .lock()
-            .map(|mut c| c.gate(now))
-            .unwrap_or(Gate::Closed)
-    }
-
-    fn reopen_at(&self) -> Option<i64> {
-        self.circuit.lock().ok().and_then(|c| c.reopen_at())
-    }
-}
-
-/// Every configured sink, by name.
-pub struct SinkSet {
-    sinks: Vec<Arc<SinkRuntime>>,
-}
-
-impl SinkSet {
-    /// Builds every sink's client and runtime from the config.
-    pub fn build(config: &Config) -> Result<SinkSet, ConfigError> {
-        let mut sinks = Vec::new();
-        for c in &config.sinks {
-            let policy = c.policy(&config.delivery);
-            let sink = crate::sinks::build(c, &config.delivery)?;
-            sinks.push(Arc::new(SinkRuntime {
-                name: c.name.clone(),
-                kind: c.kind,
-                limiter: policy.rate_limit.map(RateLimiter::per_second),
-                circuit: std::sync::Mutex::new(Circuit::new(CircuitPolicy {
-                    failures: policy.circuit.failures,
-                    probe_interval: policy.circuit.probe_interval.0,
-                })),
-                deactivation: policy.deactivate_after.map(|d| {
-                    std::sync::Mutex::new(Deactivation::new(
-                        d.failures,
-                        Duration::from_secs_f64(d.days * 86_400.0),
-                    ))
-                }),
-                policy,
-                sink,
-                paused: AtomicBool::new(false),
-                state_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
-                wake: Notify::new(),
-            }));
-        }
-        Ok(SinkSet { sinks })
-    }
-
-    /// The sink with this name.
-    pub fn get(&self, name: &str) -> Option<&Arc<SinkRuntime>> {
-        self.sinks.iter().find(|s| s.name == name)
-    }
-
-    /// All sinks in config order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<SinkRuntime>> {
-        self.sinks.iter()
-    }
-
-    /// Loads the durable pause flags.
-    pub async fn load_state(&self, store: &dyn Store) -> Result<(), StoreError> {
-        for row in store.sink_states().await? {
-            let Some(s) = self.get(&row.sink) else {
-                continue;
-            };
-            // Only a changed row is applied, so a refresh that read the row
-            // just before this process changed it cannot undo that. (By
-            // change, not by time: relays' clocks may disagree.)
-            if s.state_seen.swap(row.updated_at, Ordering::AcqRel) == row.updated_at {
-                continue;
-            }
-            if s.paused() != row.paused {
-                tracing::info!(sink = %s.name, paused = row.paused, "sink state changed in the store (another relay or the CLI)");
-                s.set_paused(row.paused);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Claims this many per round trip: enough to keep `concurrency` attempts
-/// busy between refills, few enough that a lease covers the batch.
-fn claim_batch(p: &DeliveryPolicy, batching: bool) -> usize {
-    if batching {
-        // Few requests, each carrying many deliveries.
-        return 1000;
-    }
-    let mut n = (p.concurrency * 4).clamp(1, 256);
-    if let Some(rate) = p.rate_limit {
-        // A rate-limited sink sends slowly; a big batch would sit leased.
-        n = n.min(((rate * 5.0).ceil() as usize).max(1));
-    }
-    n
-}
-
 /// How often the dispatcher looks for deliveries overdue in flight.
 const OVERDUE_WATCH: Duration = Duration::from_secs(60);
 
 /// How often a relay re-reads pause states others may have changed.
 pub const STATE_REFRESH: Duration = Duration::from_secs(2);
-
-/// The least time between a claim that found the queue (nearly) empty and
-/// the next one. Without it every announced webhook means a claim of one
-/// or two rows per sink per relay — a write statement each, and on
-/// Postgres a scan past every row the last claims left behind — while a
-/// short wait lets the next claim take all that arrived meanwhile. Adds at
-/// most this much to a delivery's latency when the relay is idle.
-const CLAIM_GAP: Duration = Duration::from_millis(20);
-
-/// How long a claimed batch may take before other workers may take it over.
-fn lease_for(p: &DeliveryPolicy, batch: usize) -> Duration {
-    let rounds = batch.div_ceil(p.concurrency.max(1)) as u32 + 1;
-    let waiting = p
-        .rate_limit
-        .map(|r| Duration::from_secs_f64(batch as f64 / r))
-        .unwrap_or_default();
-    p.timeout * rounds + waiting + Duration::from_secs(10)
-}
-
-/// Takes the next request's worth of deliveries: one, or — for a sink that
-/// batches — as many as fit in `max_rows` rows (each delivery brings the
-/// events it matched; one oversized delivery still goes alone).
-fn take_batch(buf: &mut VecDeque<Claimed>, max_rows: usize) -> Vec<Claimed> {
-    let mut batch = Vec::new();
-    let mut rows = 0;
-    while let Some(d) = buf.front() {
-        let n = d.matched.len().max(1);
-        if !batch.is_empty() && (max_rows <= 1 || rows + n > max_rows) {
-            break;
-        }
-        rows += n;
-        batch.extend(buf.pop_front());
-        if max_rows <= 1 {
-            break;
-        }
-    }
-    batch
-}
 
 /// The delivery engine. Cheap to share; [`Dispatcher::run`] drives it.
 pub struct Dispatcher {
@@ -294,7 +107,7 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut loops = JoinSet::new();
         for rt in self.sinks.iter() {
-            loops.spawn(self.clone().sink_loop(rt.clone(), cancel.clone()));
+            loops.spawn(worker::Worker::new(self.clone(), rt.clone()).run(cancel.clone()));
         }
         let refresh = tokio::spawn(self.clone().refresh_state(cancel.clone()));
         let overdue = tokio::spawn(self.clone().watch_overdue(cancel.clone()));
@@ -334,203 +147,6 @@ impl Dispatcher {
             if let Err(e) = self.sinks.load_state(self.store.as_ref()).await {
                 tracing::debug!(error = %e, "cannot re-read sink states; will try again");
             }
-        }
-    }
-
-    async fn sink_loop(self: Arc<Self>, rt: Arc<SinkRuntime>, cancel: CancellationToken) {
-        let batching = rt.sink.max_batch_rows() > 1;
-        let batch = claim_batch(&rt.policy, batching);
-        let lease = lease_for(
-            &rt.policy,
-            if batching {
-                rt.policy.concurrency * 2
-            } else {
-                batch
-            },
-        )
-        .as_millis() as i64;
-        let concurrency = rt.policy.concurrency;
-        let names = [rt.name.clone()];
-        let mut buf: VecDeque<Claimed> = VecDeque::new();
-        let mut tasks: JoinSet<()> = JoinSet::new();
-        let sending = Arc::new(Semaphore::new(concurrency.max(1)));
-        let freed = Arc::new(Notify::new());
-        let mut running: HashMap<tokio::task::Id, Vec<Lease>> = HashMap::new();
-        // Set when the last claim came back short: the queue is empty, so
-        // wait for a wake-up or a timer before asking again.
-        let mut drained = false;
-        // When the last claim came back short: the next one waits out
-        // CLAIM_GAP (see there) however soon new work is announced.
-        let mut short_at: Option<Instant> = None;
-        let mut failures: u32 = 0;
-        loop {
-            if cancel.is_cancelled() {
-                break;
-            }
-            if rt.circuit_open() && !buf.is_empty() {
-                // Held back by the breaker: back to pending without spending an attempt.
-                let at = rt.reopen_at().unwrap_or_else(now_ms);
-                self.defer(&mut buf, at).await;
-            }
-            let mut want = batch.saturating_sub(buf.len());
-            if rt.circuit_open() {
-                want = 0;
-                if tasks.is_empty() && buf.is_empty() && !rt.paused() {
-                    if let Gate::Probe = rt.gate(now_ms()) {
-                        want = 1;
-                        drained = false;
-                    }
-                }
-            }
-            let hold = short_at
-                .map(|t| CLAIM_GAP.saturating_sub(t.elapsed()))
-                .filter(|d| !d.is_zero());
-            if want > 0
-                && !drained
-                && hold.is_none()
-                && !rt.paused()
-                && buf.len() < concurrency.max(want)
-            {
-                let now = now_ms();
-                match self.store.claim(&rt.name, want, now, now + lease).await {
-                    Ok(v) => {
-                        drained = v.len() < want;
-                        short_at = drained.then(Instant::now);
-                        if v.is_empty() && rt.circuit_open() {
-                            // Nothing to probe with: give the probe back.
-                            if let Ok(mut c) = rt.circuit.lock() {
-                                c.record(true, now_ms());
-                            }
-                            tracing::info!(sink = %rt.name, "circuit closed: nothing left to send");
-                        }
-                        buf.extend(v);
-                        failures = 0;
-                    }
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        drained = true;
-                        if failures == 1 || failures.is_multiple_of(30) {
-                            tracing::warn!(sink = %rt.name, error = %e, "cannot claim deliveries; will retry");
-                        }
-                    }
-                }
-            }
-            while !rt.paused() {
-                // `concurrency` bounds requests in flight, not outcomes
-                // waiting for their commit: a slot is free again as soon as
-                // the sink has answered, so commits batch up instead of
-                // holding slots idle.
-                let Ok(slot) = sending.clone().try_acquire_owned() else {
-                    break;
-                };
-                let batch = take_batch(&mut buf, rt.sink.max_batch_rows());
-                if batch.is_empty() {
-                    break;
-                }
-                let leases: Vec<Lease> = batch.iter().map(Claimed::lease).collect();
-                let me = self.clone();
-                let r = rt.clone();
-                let freed = freed.clone();
-                let h = tasks.spawn(async move {
-                    let done = me.attempt(&r, batch, None).await;
-                    drop(slot);
-                    freed.notify_one();
-                    for c in done {
-                        if let Err(e) = me.completions.submit_wait(c).await {
-                            // The lease will expire and the delivery be tried again.
-                            tracing::warn!(sink = %r.name, error = %e, "cannot record an attempt");
-                        }
-                    }
-                });
-                // Until the outcome is committed the lease stays listed, so
-                // shutdown releases it if the commit never happens.
-                running.insert(h.id(), leases);
-            }
-            let wait = if let (true, Some(t)) = (rt.circuit_open(), rt.reopen_at()) {
-                Duration::from_millis((t - now_ms()).max(0) as u64).min(self.poll_interval)
-            } else if failures > 0 {
-                // Store trouble: back off up to 5 s, then try again.
-                Duration::from_millis(100u64 << failures.min(5)).min(Duration::from_secs(5))
-            } else if let (false, Some(h)) = (drained || rt.paused(), hold) {
-                h
-            } else if tasks.is_empty() && !drained && !rt.paused() {
-                Duration::ZERO
-            } else if tasks.is_empty() && !rt.paused() {
-                match self.store.next_due(&names).await {
-                    Ok(Some(t)) => {
-                        Duration::from_millis((t - now_ms()).max(0) as u64).min(self.poll_interval)
-                    }
-                    _ => self.poll_interval,
-                }
-            } else {
-                self.poll_interval
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                Some(res) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let id = match res { Ok((id, ())) => id, Err(e) => e.id() };
-                    running.remove(&id);
-                }
-                _ = freed.notified() => {}
-                _ = rt.wake.notified() => drained = false,
-                _ = self.store.wait_for_work() => drained = false,
-                _ = tokio::time::sleep(wait) => drained = false,
-            }
-        }
-        self.shut_down(&rt, buf, tasks, running).await;
-    }
-
-    async fn shut_down(
-        &self,
-        rt: &SinkRuntime,
-        buf: VecDeque<Claimed>,
-        mut tasks: JoinSet<()>,
-        mut running: HashMap<tokio::task::Id, Vec<Lease>>,
-    ) {
-        let mut leases: Vec<Lease> = buf.iter().map(Claimed::lease).collect();
-        let deadline = tokio::time::sleep(self.shutdown_grace);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                res = tasks.join_next_with_id() => match res {
-                    None => break,
-                    Some(Ok((id, ()))) => { running.remove(&id); }
-                    Some(Err(e)) => { running.remove(&e.id()); }
-                },
-                _ = &mut deadline => {
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                    break;
-                }
-            }
-        }
-        leases.extend(running.into_values().flatten());
-        if !leases.is_empty() {
-            match self.store.release(&leases, now_ms()).await {
-                Ok(()) => {
-                    tracing::info!(sink = %rt.name, released = leases.len(), "released unfinished deliveries")
-                }
-                Err(e) => {
-                    tracing::warn!(sink = %rt.name, error = %e, "cannot release leases; they expire by themselves")
-                }
-            }
-        }
-    }
-
-    async fn defer(&self, buf: &mut VecDeque<Claimed>, at: i64) {
-        let now = now_ms();
-        let batch: Vec<Completion> = buf
-            .drain(..)
-            .map(|d| Completion {
-                lease: d.lease(),
-                attempt: None,
-                next: NextState::Defer { at },
-                now,
-            })
-            .collect();
-        if let Err(e) = self.store.complete(&batch).await {
-            // Their leases expire and they come back by themselves.
-            tracing::warn!(error = %e, "cannot return held-back deliveries");
         }
     }
 

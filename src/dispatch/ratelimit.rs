@@ -1,5 +1,12 @@
 //! A per-sink request rate limit shared by all of the sink's workers in
-//! this process: each request takes the next free slot on a fixed grid.
+//! this process: requests are let through one at a time, each at least
+//! `1/rate` after the previous one was let through.
+//!
+//! The next slot counts from when the previous request was actually let
+//! through, not from when it was due: on a fixed grid, two waiters whose
+//! wake-ups were both delayed (a busy machine) would wake together and
+//! reach the service in the same instant (seen: `rate_limits_hold_at_the_service`
+//! failing under load).
 
 use std::time::Duration;
 
@@ -21,16 +28,15 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for this request's slot.
+    /// Waits for this request's turn. Waiters queue in order (tokio's
+    /// mutex is fair) and the lock is held while waiting, so turns never
+    /// overlap.
     pub async fn acquire(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        let mut next = self.next.lock().await;
+        if let Some(at) = *next {
+            tokio::time::sleep_until(at).await;
+        }
+        *next = Some(Instant::now() + self.interval);
     }
 }
 
@@ -46,5 +52,18 @@ mod tests {
             l.acquire().await;
         }
         assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_turn_moves_the_next_one_back() {
+        let l = RateLimiter::per_second(2.0);
+        l.acquire().await;
+        // The holder of the next turn is late by 2 s: the turn after it
+        // still comes a full interval after it, not at once.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        l.acquire().await;
+        let t = Instant::now();
+        l.acquire().await;
+        assert_eq!(t.elapsed(), Duration::from_millis(500));
     }
 }

@@ -11,8 +11,8 @@
 //! lease ends and any worker claims it. Completion only counts when the
 //! token still matches, so a late worker cannot overwrite a newer claim.
 
-mod assemble;
 pub mod batch;
+pub mod catalog;
 mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use catalog::Catalog;
 pub use model::*;
 
 /// What can go wrong in the store. Ingress maps all of these to 503: the
@@ -50,10 +51,12 @@ pub enum StoreError {
 /// Progress of a replay: `(requeued so far, matched in all)`.
 pub type ReplayProgress<'a> = dyn Fn(u64, u64) + Send + Sync + 'a;
 
-/// The storage interface. Every method is one short transaction; none is
-/// ever held open across a network call to a sink.
+/// The storage interface: the queue's write path, per backend, on top of
+/// the [`Catalog`] (the read and admin half, written once). Every method is
+/// one short transaction; none is ever held open across a network call to
+/// a sink.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Catalog + Send + Sync + 'static {
     /// Whether group commits should run on a thread of their own (see
     /// [`batch::Batcher::spawn_dedicated`]). True for SQLite, whose single
     /// writer is the serial path every webhook waits on; Postgres commits
@@ -90,51 +93,6 @@ pub trait Store: Send + Sync + 'static {
     /// Earliest `next_attempt_at` among deliveries of these sinks that could be claimed.
     async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError>;
 
-    /// Deliveries matching a filter, newest first.
-    async fn list_deliveries(
-        &self,
-        filter: &DeliveryFilter,
-    ) -> Result<Vec<DeliveryRow>, StoreError>;
-
-    /// A message with its events, deliveries and attempts.
-    async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError>;
-
-    /// Requeues one delivery with fresh attempts (keeping its history).
-    async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError>;
-
-    /// Requeues every delivery matching the filter (`dry_run`: only counts).
-    async fn replay(&self, filter: &ReplayFilter, now: i64) -> Result<u64, StoreError> {
-        self.replay_with_progress(filter, now, &|_, _| {}).await
-    }
-
-    /// [`Store::replay`], calling `progress(requeued_so_far, matched)` once
-    /// when the matching deliveries are known (also on a dry run) and again
-    /// after every chunk it requeues, so a long replay can show progress.
-    async fn replay_with_progress(
-        &self,
-        filter: &ReplayFilter,
-        now: i64,
-        progress: &ReplayProgress<'_>,
-    ) -> Result<u64, StoreError>;
-
-    /// Counts per sink and status, and the oldest pending delivery per sink.
-    async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError>;
-
-    /// Deletes finished messages older than the retention periods.
-    async fn purge(&self, cutoffs: &PurgeCutoffs) -> Result<PurgeCounts, StoreError>;
-
-    /// Sink pause state survives restarts: read it.
-    async fn sink_states(&self) -> Result<Vec<SinkStateRow>, StoreError>;
-
-    /// Sets a sink's pause state.
-    async fn set_paused(
-        &self,
-        sink: &str,
-        paused: bool,
-        reason: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError>;
-
     /// A trivial query: is the store answering?
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -153,23 +111,6 @@ pub trait Store: Send + Sync + 'static {
     async fn wait_for_work(&self) {
         std::future::pending::<()>().await
     }
-
-    /// Stores a new status page session.
-    async fn create_admin_session(&self, session: &AdminSession) -> Result<(), StoreError>;
-
-    /// The session whose id hashes to `id_hash`, if it exists and has not
-    /// expired at `now`. A row found expired is deleted on the way.
-    async fn admin_session(
-        &self,
-        id_hash: &str,
-        now: i64,
-    ) -> Result<Option<AdminSession>, StoreError>;
-
-    /// Deletes a session (logout, or one found unusable); whether it existed.
-    async fn delete_admin_session(&self, id_hash: &str) -> Result<bool, StoreError>;
-
-    /// Deletes every session expired at `now` (the retention purge); how many.
-    async fn purge_admin_sessions(&self, now: i64) -> Result<u64, StoreError>;
 }
 
 /// Opens the store named by `url`, applying migrations when `migrate` is set.
@@ -216,22 +157,54 @@ pub(crate) fn events_match(
         .any(|e| pattern.matches(e))
 }
 
-/// A claimed row's stored events and matched indexes, decoded on their own
-/// so that one row that does not read back never fails its batch: it comes
-/// back with empty events and the reason (see [`Claimed::defect`]).
-pub(crate) fn decode_claimed(
-    events: &str,
-    matched: &str,
-) -> (Vec<crate::domain::event::Event>, Vec<usize>, Option<String>) {
-    let events = crate::domain::event::decode_events(events);
-    let matched = serde_json::from_str::<Vec<usize>>(matched);
-    match (events, matched) {
-        (Ok(e), Ok(m)) => (e, m, None),
-        (Err(e), _) => (Vec::new(), Vec::new(), Some(format!("undecodable: {e}"))),
-        (_, Err(e)) => (
-            Vec::new(),
-            Vec::new(),
-            Some(format!("undecodable: matched events: {e}")),
-        ),
+/// A claimed delivery with its message, as both backends' claim
+/// statements return it (`attempts` cast to `BIGINT` where the column is
+/// an `INTEGER`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimRow {
+    id: String,
+    message_id: String,
+    attempts: i64,
+    cycle_started_at: i64,
+    matched: String,
+    source: String,
+    received_at: i64,
+    content_type: String,
+    body: Vec<u8>,
+    events: String,
+}
+
+impl ClaimRow {
+    /// The claim, its stored events and matched indexes decoded on their
+    /// own, so that one row that does not read back never fails its batch:
+    /// it comes back with empty events and the reason (see
+    /// [`Claimed::defect`]).
+    pub(crate) fn into_claimed(self, lease_token: &str, sink: &str) -> Claimed {
+        let events = crate::domain::event::decode_events(&self.events);
+        let matched = serde_json::from_str::<Vec<usize>>(&self.matched);
+        let (events, matched, defect) = match (events, matched) {
+            (Ok(e), Ok(m)) => (e, m, None),
+            (Err(e), _) => (Vec::new(), Vec::new(), Some(format!("undecodable: {e}"))),
+            (_, Err(e)) => (
+                Vec::new(),
+                Vec::new(),
+                Some(format!("undecodable: matched events: {e}")),
+            ),
+        };
+        Claimed {
+            id: self.id,
+            lease_token: lease_token.to_string(),
+            sink: sink.to_string(),
+            attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
+            cycle_started_at: self.cycle_started_at,
+            message_id: self.message_id,
+            source: self.source,
+            received_at: self.received_at,
+            content_type: self.content_type,
+            body: self.body,
+            events,
+            matched,
+            defect,
+        }
     }
 }

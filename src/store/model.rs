@@ -342,7 +342,7 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
 
 /// A status page session (see `admin::auth`): the store keeps only the
 /// SHA-256 of the id the browser's cookie carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AdminSession {
     /// Hex SHA-256 of the session id.
     pub id_hash: String,

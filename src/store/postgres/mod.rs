@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row};
 use tokio::sync::Notify;
 
 use super::*;
@@ -27,10 +27,9 @@ use crate::config::StoreConfig;
 use held::Held;
 
 mod held;
+mod notify;
 #[cfg(test)]
 mod plan_tests;
-
-const CHANNEL: &str = "hookrelay_work";
 
 /// Dedupe key holders: (source, key) -> message id.
 type Holders = HashMap<(String, String), String>;
@@ -40,10 +39,8 @@ pub struct PgStore {
     pool: PgPool,
     work: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
-    /// A NOTIFY task is running (sending, or waiting out [`HINT_GAP`]).
-    hinting: Arc<std::sync::atomic::AtomicBool>,
-    /// New work committed since the running task last sent a NOTIFY.
-    hint_again: Arc<std::sync::atomic::AtomicBool>,
+    /// New-work NOTIFYs to other relays, coalesced.
+    hints: notify::Hints,
     /// Connection kept by the ingest group-commit loop.
     ingest_conn: Held,
     /// Connection kept by the outcome group-commit loop.
@@ -86,78 +83,19 @@ impl PgStore {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
         let work = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(pool.clone(), work.clone()));
+        let listener = tokio::spawn(notify::listen(pool.clone(), work.clone()));
         Ok(Arc::new(PgStore {
+            hints: notify::Hints::new(pool.clone()),
             pool,
             work,
             listener,
-            hinting: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            hint_again: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             ingest_conn: Held::new(config.max_connections),
             complete_conn: Held::new(config.max_connections),
         }))
     }
 
     async fn notify(&self) {
-        // A lost notification only delays work until the next poll.
-        let _ = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&self.pool)
-            .await;
-    }
-}
-
-/// The least time between two new-work NOTIFYs from one relay.
-///
-/// Each NOTIFY costs a statement, a transaction and a wake-up of every
-/// listening backend and relay; sent per ingest batch it was a large part
-/// of Postgres' per-batch CPU with two relays (measured). A worker that
-/// finds the queue empty waits 20 ms before claiming again anyway
-/// (`CLAIM_GAP` in dispatch), so announcing new work more often than that
-/// buys nothing.
-const HINT_GAP: Duration = Duration::from_millis(20);
-
-impl PgStore {
-    /// Announces new work to other relays after an ingest commit, without
-    /// waiting: at once if no NOTIFY went out in the last [`HINT_GAP`],
-    /// otherwise once at the end of that gap (merged, never dropped).
-    ///
-    /// Not inside the ingest transaction: Postgres serialises the commits
-    /// of transactions that NOTIFY under one database-wide lock held across
-    /// the WAL flush, so relays sharing a database would take turns
-    /// committing. A NOTIFY on its own writes no WAL and holds that lock
-    /// only briefly. Merging is safe because a NOTIFY is a hint: this
-    /// relay's own workers were woken directly, and every relay polls.
-    fn hint_new_work(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.hint_again.store(true, SeqCst);
-        if self.hinting.swap(true, SeqCst) {
-            // The running task sees `hint_again` before it stops.
-            return;
-        }
-        let (pool, hinting, again) = (
-            self.pool.clone(),
-            self.hinting.clone(),
-            self.hint_again.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                if !again.swap(false, SeqCst) {
-                    hinting.store(false, SeqCst);
-                    // A hint that came between the swap and the store saw
-                    // `hinting` still set and left the work to this task.
-                    if again.load(SeqCst) && !hinting.swap(true, SeqCst) {
-                        continue;
-                    }
-                    break;
-                }
-                let _ = sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(CHANNEL)
-                    .execute(&pool)
-                    .await;
-                tokio::time::sleep(HINT_GAP).await;
-            }
-        });
+        self.hints.now().await
     }
 }
 
@@ -283,33 +221,6 @@ impl PgStore {
     }
 }
 
-/// Forwards NOTIFYs from any relay process to this process's idle workers.
-async fn listen(pool: PgPool, work: Arc<Notify>) {
-    loop {
-        let mut l = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if l.listen(CHANNEL).await.is_err() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        loop {
-            match l.try_recv().await {
-                Ok(Some(_)) => work.notify_waiters(),
-                // Connection lost: reconnect, and wake everyone in case a
-                // notification was missed meanwhile.
-                Ok(None) => work.notify_waiters(),
-                Err(_) => break,
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 /// One ingest batch: the dedupe upsert of the candidates ($1-$5), the
 /// messages that need no dedupe or won their key ($6-$13), their
 /// deliveries ($14-$18); returns the winners' ids, then the holders of
@@ -359,7 +270,7 @@ const CLAIM_SQL: &str = "WITH c AS ( \
                             AND status IN ('pending', 'in_flight') AND next_attempt_at <= $3 \
                             ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED)) \
                RETURNING id, message_id, attempts, cycle_started_at, events) \
-             SELECT c.id, c.message_id, c.attempts, c.cycle_started_at, c.events AS matched, \
+             SELECT c.id, c.message_id, CAST(c.attempts AS BIGINT) AS attempts, c.cycle_started_at, c.events AS matched, \
                     m.source, m.received_at, m.content_type, m.body, m.events \
              FROM c CROSS JOIN LATERAL (SELECT source, received_at, content_type, body, events \
                                         FROM messages WHERE messages.id = c.message_id OFFSET 0) AS m";
@@ -370,27 +281,37 @@ const NEXT_DUE_SQL: &str = "SELECT MIN((SELECT next_attempt_at FROM deliveries W
                AND status IN ('pending', 'in_flight') ORDER BY next_attempt_at LIMIT 1)) \
              FROM UNNEST($1::text[]) AS u(s)";
 
-fn delivery_row(r: &PgRow) -> Result<DeliveryRow, StoreError> {
-    let status: String = r.try_get("status")?;
-    let next: i64 = r.try_get("next_attempt_at")?;
-    let status = Status::parse(&status).ok_or_else(|| StoreError::Corrupt(status))?;
-    Ok(DeliveryRow {
-        id: r.try_get("id")?,
-        message_id: r.try_get("message_id")?,
-        sink: r.try_get("sink")?,
-        status,
-        attempts: r.try_get::<i32, _>("attempts")? as u32,
-        last_status: r.try_get("last_status")?,
-        last_error: r.try_get("last_error")?,
-        next_attempt_at: matches!(status, Status::Pending | Status::InFlight)
-            .then(|| rfc3339(next)),
-        created_at: rfc3339(r.try_get("created_at")?),
-        updated_at: rfc3339(r.try_get("updated_at")?),
-    })
+// The catalog's two needs of this backend: typed reads (from the
+// pool) and writes (on the pool).
+#[async_trait]
+impl<T> catalog::Fetch<T> for PgStore
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin + 'static,
+{
+    async fn fetch(&self, q: &catalog::Query) -> Result<Vec<T>, StoreError> {
+        let args = catalog::arguments::<Postgres>(q)?;
+        Ok(sqlx::query_as_with(&q.sql, args)
+            .fetch_all(&self.pool)
+            .await?)
+    }
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.sink, d.status, d.attempts, d.last_status, \
-     d.last_error, d.next_attempt_at, d.created_at, d.updated_at";
+#[async_trait]
+impl catalog::Write for PgStore {
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+
+    async fn write(&self, q: &catalog::Query) -> Result<u64, StoreError> {
+        let args = catalog::arguments::<Postgres>(q)?;
+        Ok(sqlx::query_with(&q.sql, args)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn requeued(&self) {
+        self.notify().await;
+    }
+}
 
 #[async_trait]
 impl Store for PgStore {
@@ -453,7 +374,7 @@ impl Store for PgStore {
             .iter()
             .any(|o| matches!(o, IngestOutcome::Accepted { deliveries, .. } if *deliveries > 0))
         {
-            self.hint_new_work();
+            self.hints.new_work();
         }
         Ok(out)
     }
@@ -466,7 +387,7 @@ impl Store for PgStore {
         lease_until: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         let token = new_id();
-        let rows = sqlx::query(CLAIM_SQL)
+        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_SQL)
             .bind(&token)
             .bind(lease_until)
             .bind(now)
@@ -474,28 +395,10 @@ impl Store for PgStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let events: String = r.try_get("events")?;
-                let matched: String = r.try_get("matched")?;
-                let decoded = super::decode_claimed(&events, &matched);
-                Ok(Claimed {
-                    id: r.try_get("id")?,
-                    lease_token: token.clone(),
-                    sink: sink.to_string(),
-                    attempts: r.try_get::<i32, _>("attempts")? as u32,
-                    cycle_started_at: r.try_get("cycle_started_at")?,
-                    message_id: r.try_get("message_id")?,
-                    source: r.try_get("source")?,
-                    received_at: r.try_get("received_at")?,
-                    content_type: r.try_get("content_type")?,
-                    body: r.try_get("body")?,
-                    events: decoded.0,
-                    matched: decoded.1,
-                    defect: decoded.2,
-                })
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_claimed(&token, sink))
+            .collect())
     }
 
     async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
@@ -588,279 +491,6 @@ impl Store for PgStore {
             .await?)
     }
 
-    async fn list_deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE TRUE"
-        ));
-        if let Some(s) = f.status {
-            qb.push(" AND d.status = ").push_bind(s.as_str());
-        }
-        if let Some(s) = &f.sink {
-            qb.push(" AND d.sink = ").push_bind(s.clone());
-        }
-        if let Some(t) = f.since {
-            qb.push(" AND d.created_at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            qb.push(" AND d.created_at < ").push_bind(t);
-        }
-        if let Some(c) = &f.cursor {
-            qb.push(" AND d.id < ").push_bind(c.clone());
-        }
-        qb.push(" ORDER BY d.id DESC LIMIT ")
-            .push_bind(f.limit as i64);
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(delivery_row).collect()
-    }
-
-    async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError> {
-        let Some(m) = sqlx::query(
-            "SELECT id, source, received_at, content_type, headers, body, events FROM messages WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let deliveries = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.message_id = $1 ORDER BY d.sink"
-        ))
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let attempts = sqlx::query(
-            "SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.status, a.error, a.response \
-             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.message_id = $1 ORDER BY a.id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let deliveries = deliveries
-            .iter()
-            .map(delivery_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let attempts = attempts
-            .iter()
-            .map(|a| {
-                Ok((
-                    a.try_get::<String, _>("delivery_id")?,
-                    AttemptRecord {
-                        attempt: a.try_get::<i32, _>("attempt")? as u32,
-                        started_at: a.try_get("started_at")?,
-                        duration_ms: a.try_get("duration_ms")?,
-                        status: a.try_get("status")?,
-                        error: a.try_get("error")?,
-                        response: a.try_get("response")?,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let m = assemble::MessageRow {
-            id: m.try_get("id")?,
-            source: m.try_get("source")?,
-            received_at: m.try_get("received_at")?,
-            content_type: m.try_get("content_type")?,
-            headers: m.try_get("headers")?,
-            body: m.try_get("body")?,
-            events: m.try_get("events")?,
-        };
-        Ok(Some(assemble::message_detail(m, deliveries, attempts)?))
-    }
-
-    async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, \
-             cycle_started_at = $1, lease_token = NULL, updated_at = $1 \
-             WHERE id = $2 AND status <> 'in_flight'",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
-            self.notify().await;
-            return Ok(RetryResult::Requeued);
-        }
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(if exists.is_some() {
-            RetryResult::InFlight
-        } else {
-            RetryResult::NotFound
-        })
-    }
-
-    async fn replay_with_progress(
-        &self,
-        f: &ReplayFilter,
-        now: i64,
-        progress: &ReplayProgress<'_>,
-    ) -> Result<u64, StoreError> {
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "SELECT d.id, d.events AS matched, m.events FROM deliveries d \
-             JOIN messages m ON m.id = d.message_id WHERE d.status = ",
-        );
-        qb.push_bind(f.status.as_str());
-        if let Some(s) = &f.sink {
-            qb.push(" AND d.sink = ").push_bind(s.clone());
-        }
-        if let Some(s) = &f.source {
-            qb.push(" AND m.source = ").push_bind(s.clone());
-        }
-        if let Some(t) = f.since {
-            qb.push(" AND d.created_at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            qb.push(" AND d.created_at < ").push_bind(t);
-        }
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("matched")?,
-                    r.try_get("events")?,
-                ))
-            })
-            .collect::<Result<Vec<(String, String, String)>, StoreError>>()?;
-        let ids = assemble::replay_ids(rows, f.event.as_ref());
-        let total = ids.len() as u64;
-        progress(0, total);
-        if f.dry_run {
-            return Ok(total);
-        }
-        let mut requeued = 0;
-        for chunk in ids.chunks(1000) {
-            requeued += sqlx::query(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, lease_token = NULL, \
-                 next_attempt_at = $1, cycle_started_at = $1, updated_at = $1 \
-                 WHERE status = $2 AND id = ANY($3)",
-            )
-            .bind(now)
-            .bind(f.status.as_str())
-            .bind(chunk)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            progress(requeued, total);
-        }
-        if requeued > 0 {
-            self.notify().await;
-        }
-        Ok(requeued)
-    }
-
-    async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sink, status, COUNT(*) AS n, \
-             MIN(CASE WHEN status = 'pending' OR next_attempt_at < $2 THEN created_at END) AS oldest, \
-             SUM(CASE WHEN status = 'in_flight' AND next_attempt_at < $2 THEN 1 ELSE 0 END)::bigint AS overdue, \
-             SUM(CASE WHEN status = 'delivered' AND updated_at >= $1 THEN 1 ELSE 0 END)::bigint AS last_hour, \
-             MAX(CASE WHEN status = 'delivered' THEN updated_at END) AS last_ok \
-             FROM deliveries GROUP BY sink, status",
-        )
-        .bind(now - 3_600_000)
-        .bind(now - OVERDUE_MS)
-        .fetch_all(&self.pool)
-        .await?;
-        let errors = sqlx::query(
-            "SELECT DISTINCT ON (sink) sink, last_error FROM deliveries \
-             WHERE last_error IS NOT NULL ORDER BY sink, updated_at DESC",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok(assemble::StatRow {
-                    sink: r.try_get("sink")?,
-                    status: r.try_get("status")?,
-                    n: r.try_get("n")?,
-                    oldest: r.try_get("oldest")?,
-                    last_hour: r.try_get("last_hour")?,
-                    last_ok: r.try_get("last_ok")?,
-                    overdue: r.try_get("overdue")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let errors = errors
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(assemble::fold_stats(rows, errors))
-    }
-
-    async fn purge(&self, c: &PurgeCutoffs) -> Result<PurgeCounts, StoreError> {
-        let mut counts = PurgeCounts::default();
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
-                 WHERE m.received_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
-                   WHERE d.message_id = m.id AND (d.status IN ('pending', 'in_flight') \
-                     OR (d.status = 'dead' AND d.updated_at >= $2) \
-                     OR (d.status = 'delivered' AND d.updated_at >= $1))) \
-                 LIMIT 1000 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(c.delivered_before)
-            .bind(c.dead_before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            counts.messages += n;
-            if n < 1000 {
-                break;
-            }
-        }
-        counts.dedupe_keys = sqlx::query("DELETE FROM dedupe WHERE created_at < $1")
-            .bind(c.dedupe_before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(counts)
-    }
-
-    async fn sink_states(&self) -> Result<Vec<SinkStateRow>, StoreError> {
-        let rows = sqlx::query("SELECT sink, paused, reason, updated_at FROM sink_state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SinkStateRow {
-                    sink: r.try_get("sink")?,
-                    paused: r.try_get("paused")?,
-                    reason: r.try_get("reason")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn set_paused(
-        &self,
-        sink: &str,
-        paused: bool,
-        reason: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sink_state (sink, paused, reason, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (sink) DO UPDATE SET paused = excluded.paused, reason = excluded.reason, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(sink)
-        .bind(paused)
-        .bind(reason)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -881,68 +511,5 @@ impl Store for PgStore {
 
     async fn wait_for_work(&self) {
         self.work.notified().await
-    }
-
-    async fn create_admin_session(&self, s: &AdminSession) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO admin_sessions (id_hash, token_fp, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&s.id_hash)
-        .bind(&s.token_fp)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn admin_session(
-        &self,
-        id_hash: &str,
-        now: i64,
-    ) -> Result<Option<AdminSession>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id_hash, token_fp, created_at, expires_at FROM admin_sessions \
-             WHERE id_hash = $1",
-        )
-        .bind(id_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = row else {
-            return Ok(None);
-        };
-        let s = AdminSession {
-            id_hash: r.try_get("id_hash")?,
-            token_fp: r.try_get("token_fp")?,
-            created_at: r.try_get("created_at")?,
-            expires_at: r.try_get("expires_at")?,
-        };
-        if s.expires_at <= now {
-            // Refused either way; the purge removes it if this fails.
-            if let Err(e) = self.delete_admin_session(id_hash).await {
-                tracing::warn!(error = %e, "cannot delete an expired admin session");
-            }
-            return Ok(None);
-        }
-        Ok(Some(s))
-    }
-
-    async fn delete_admin_session(&self, id_hash: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
-    }
-
-    async fn purge_admin_sessions(&self, now: i64) -> Result<u64, StoreError> {
-        let n = sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(n)
     }
 }

@@ -111,29 +111,33 @@ impl SqliteStore {
     }
 }
 
-fn delivery_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow, StoreError> {
-    let status: String = r.try_get("status")?;
-    let next: i64 = r.try_get("next_attempt_at")?;
-    let status = Status::parse(&status).ok_or_else(|| StoreError::Corrupt(status))?;
-    Ok(DeliveryRow {
-        id: r.try_get("id")?,
-        message_id: r.try_get("message_id")?,
-        sink: r.try_get("sink")?,
-        status,
-        attempts: r.try_get::<i64, _>("attempts")? as u32,
-        last_status: r
-            .try_get::<Option<i64>, _>("last_status")?
-            .map(|v| v as i32),
-        last_error: r.try_get("last_error")?,
-        next_attempt_at: matches!(status, Status::Pending | Status::InFlight)
-            .then(|| rfc3339(next)),
-        created_at: rfc3339(r.try_get("created_at")?),
-        updated_at: rfc3339(r.try_get("updated_at")?),
-    })
+// The catalog's two needs of this backend: typed reads (from the
+// reader pool) and writes (on the one writer connection).
+#[async_trait]
+impl<T> catalog::Fetch<T> for SqliteStore
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin + 'static,
+{
+    async fn fetch(&self, q: &catalog::Query) -> Result<Vec<T>, StoreError> {
+        let args = catalog::arguments::<Sqlite>(q)?;
+        Ok(sqlx::query_as_with(&q.sql, args)
+            .fetch_all(&self.reader)
+            .await?)
+    }
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.sink, d.status, d.attempts, d.last_status, \
-     d.last_error, d.next_attempt_at, d.created_at, d.updated_at";
+#[async_trait]
+impl catalog::Write for SqliteStore {
+    const SKIP_LOCKED: &'static str = "";
+
+    async fn write(&self, q: &catalog::Query) -> Result<u64, StoreError> {
+        let args = catalog::arguments::<Sqlite>(q)?;
+        Ok(sqlx::query_with(&q.sql, args)
+            .execute(&mut *self.writer.conn().await?)
+            .await?
+            .rows_affected())
+    }
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -280,13 +284,13 @@ impl Store for SqliteStore {
         // One hop: lease the due rows, then read them back with their
         // messages by the lease token (statements of one string bind `$N`
         // by number, so the second reuses the first's token and sink).
-        let rows = sqlx::query(
+        let rows: Vec<ClaimRow> = sqlx::query_as(
             "UPDATE deliveries SET status = 'in_flight', lease_token = $1, next_attempt_at = $2, \
              updated_at = $3 \
              WHERE id IN (SELECT id FROM deliveries WHERE sink = $4 \
                           AND status IN ('pending', 'in_flight') AND next_attempt_at <= $3 \
                           ORDER BY next_attempt_at LIMIT $5); \
-             SELECT d.id, d.message_id, d.attempts, d.cycle_started_at, d.events AS matched, \
+             SELECT d.id, d.message_id, CAST(d.attempts AS BIGINT) AS attempts, d.cycle_started_at, d.events AS matched, \
                     m.source, m.received_at, m.content_type, m.body, m.events \
              FROM deliveries d JOIN messages m ON m.id = d.message_id \
              WHERE d.sink = $4 AND d.status = 'in_flight' AND d.lease_token = $1 ORDER BY d.id",
@@ -298,28 +302,10 @@ impl Store for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&mut *self.writer.conn().await?)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let events: String = r.try_get("events")?;
-                let matched: String = r.try_get("matched")?;
-                let decoded = super::decode_claimed(&events, &matched);
-                Ok(Claimed {
-                    id: r.try_get("id")?,
-                    lease_token: token.clone(),
-                    sink: sink.to_string(),
-                    attempts: r.try_get::<i64, _>("attempts")? as u32,
-                    cycle_started_at: r.try_get("cycle_started_at")?,
-                    message_id: r.try_get("message_id")?,
-                    source: r.try_get("source")?,
-                    received_at: r.try_get("received_at")?,
-                    content_type: r.try_get("content_type")?,
-                    body: r.try_get("body")?,
-                    events: decoded.0,
-                    matched: decoded.1,
-                    defect: decoded.2,
-                })
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_claimed(&token, sink))
+            .collect())
     }
 
     async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
@@ -424,288 +410,6 @@ impl Store for SqliteStore {
         Ok(earliest)
     }
 
-    async fn list_deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE 1 = 1"
-        ));
-        if let Some(s) = f.status {
-            qb.push(" AND d.status = ").push_bind(s.as_str());
-        }
-        if let Some(s) = &f.sink {
-            qb.push(" AND d.sink = ").push_bind(s.clone());
-        }
-        if let Some(t) = f.since {
-            qb.push(" AND d.created_at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            qb.push(" AND d.created_at < ").push_bind(t);
-        }
-        if let Some(c) = &f.cursor {
-            qb.push(" AND d.id < ").push_bind(c.clone());
-        }
-        qb.push(" ORDER BY d.id DESC LIMIT ")
-            .push_bind(f.limit as i64);
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        rows.iter().map(delivery_row).collect()
-    }
-
-    async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError> {
-        let Some(m) = sqlx::query(
-            "SELECT id, source, received_at, content_type, headers, body, events FROM messages WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let deliveries = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.message_id = $1 ORDER BY d.sink"
-        ))
-        .bind(id)
-        .fetch_all(&self.reader)
-        .await?;
-        let attempts = sqlx::query(
-            "SELECT a.delivery_id, a.attempt, a.started_at, a.duration_ms, a.status, a.error, a.response \
-             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.message_id = $1 ORDER BY a.id",
-        )
-        .bind(id)
-        .fetch_all(&self.reader)
-        .await?;
-        let deliveries = deliveries
-            .iter()
-            .map(delivery_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let attempts = attempts
-            .iter()
-            .map(|a| {
-                Ok((
-                    a.try_get::<String, _>("delivery_id")?,
-                    AttemptRecord {
-                        attempt: a.try_get::<i64, _>("attempt")? as u32,
-                        started_at: a.try_get("started_at")?,
-                        duration_ms: a.try_get("duration_ms")?,
-                        status: a.try_get::<Option<i64>, _>("status")?.map(|v| v as i32),
-                        error: a.try_get("error")?,
-                        response: a.try_get("response")?,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let m = assemble::MessageRow {
-            id: m.try_get("id")?,
-            source: m.try_get("source")?,
-            received_at: m.try_get("received_at")?,
-            content_type: m.try_get("content_type")?,
-            headers: m.try_get("headers")?,
-            body: m.try_get("body")?,
-            events: m.try_get("events")?,
-        };
-        Ok(Some(assemble::message_detail(m, deliveries, attempts)?))
-    }
-
-    async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError> {
-        let done = sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, \
-             cycle_started_at = $1, lease_token = NULL, updated_at = $1 \
-             WHERE id = $2 AND status <> 'in_flight'",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *self.writer.conn().await?)
-        .await?;
-        if done.rows_affected() == 1 {
-            return Ok(RetryResult::Requeued);
-        }
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(if exists.is_some() {
-            RetryResult::InFlight
-        } else {
-            RetryResult::NotFound
-        })
-    }
-
-    async fn replay_with_progress(
-        &self,
-        f: &ReplayFilter,
-        now: i64,
-        progress: &ReplayProgress<'_>,
-    ) -> Result<u64, StoreError> {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT d.id, d.events AS matched, m.events FROM deliveries d \
-             JOIN messages m ON m.id = d.message_id WHERE d.status = ",
-        );
-        qb.push_bind(f.status.as_str());
-        if let Some(s) = &f.sink {
-            qb.push(" AND d.sink = ").push_bind(s.clone());
-        }
-        if let Some(s) = &f.source {
-            qb.push(" AND m.source = ").push_bind(s.clone());
-        }
-        if let Some(t) = f.since {
-            qb.push(" AND d.created_at >= ").push_bind(t);
-        }
-        if let Some(t) = f.until {
-            qb.push(" AND d.created_at < ").push_bind(t);
-        }
-        let rows = qb.build().fetch_all(&self.reader).await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("matched")?,
-                    r.try_get("events")?,
-                ))
-            })
-            .collect::<Result<Vec<(String, String, String)>, StoreError>>()?;
-        let ids = assemble::replay_ids(rows, f.event.as_ref());
-        let total = ids.len() as u64;
-        progress(0, total);
-        if f.dry_run {
-            return Ok(total);
-        }
-        let mut requeued = 0;
-        // Chunks keep each write transaction short, so ingress is never
-        // blocked behind a replay of a hundred thousand rows.
-        for chunk in ids.chunks(500) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, lease_token = NULL, next_attempt_at = ",
-            );
-            qb.push_bind(now)
-                .push(", cycle_started_at = ")
-                .push_bind(now)
-                .push(", updated_at = ")
-                .push_bind(now)
-                .push(" WHERE status = ")
-                .push_bind(f.status.as_str())
-                .push(" AND id IN (");
-            let mut sep = qb.separated(", ");
-            for id in chunk {
-                sep.push_bind(id.clone());
-            }
-            qb.push(")");
-            requeued += qb
-                .build()
-                .execute(&mut *self.writer.conn().await?)
-                .await?
-                .rows_affected();
-            progress(requeued, total);
-        }
-        Ok(requeued)
-    }
-
-    async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sink, status, COUNT(*) AS n, \
-             MIN(CASE WHEN status = 'pending' OR next_attempt_at < $2 THEN created_at END) AS oldest, \
-             SUM(CASE WHEN status = 'in_flight' AND next_attempt_at < $2 THEN 1 ELSE 0 END) AS overdue, \
-             SUM(CASE WHEN status = 'delivered' AND updated_at >= $1 THEN 1 ELSE 0 END) AS last_hour, \
-             MAX(CASE WHEN status = 'delivered' THEN updated_at END) AS last_ok \
-             FROM deliveries GROUP BY sink, status",
-        )
-        .bind(now - 3_600_000)
-        .bind(now - OVERDUE_MS)
-        .fetch_all(&self.reader)
-        .await?;
-        let errors = sqlx::query(
-            "SELECT sink, last_error, MAX(updated_at) FROM deliveries \
-             WHERE last_error IS NOT NULL GROUP BY sink",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok(assemble::StatRow {
-                    sink: r.try_get("sink")?,
-                    status: r.try_get("status")?,
-                    n: r.try_get("n")?,
-                    oldest: r.try_get("oldest")?,
-                    last_hour: r.try_get("last_hour")?,
-                    last_ok: r.try_get("last_ok")?,
-                    overdue: r.try_get("overdue")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let errors = errors
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(assemble::fold_stats(rows, errors))
-    }
-
-    async fn purge(&self, c: &PurgeCutoffs) -> Result<PurgeCounts, StoreError> {
-        let mut counts = PurgeCounts::default();
-        loop {
-            // Small batches: each is one short write transaction.
-            let n = sqlx::query(
-                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
-                 WHERE m.received_at < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
-                   WHERE d.message_id = m.id AND (d.status IN ('pending', 'in_flight') \
-                     OR (d.status = 'dead' AND d.updated_at >= $2) \
-                     OR (d.status = 'delivered' AND d.updated_at >= $1))) \
-                 LIMIT 1000)",
-            )
-            .bind(c.delivered_before)
-            .bind(c.dead_before)
-            .execute(&mut *self.writer.conn().await?)
-            .await?
-            .rows_affected();
-            counts.messages += n;
-            if n < 1000 {
-                break;
-            }
-        }
-        counts.dedupe_keys = sqlx::query("DELETE FROM dedupe WHERE created_at < $1")
-            .bind(c.dedupe_before)
-            .execute(&mut *self.writer.conn().await?)
-            .await?
-            .rows_affected();
-        Ok(counts)
-    }
-
-    async fn sink_states(&self) -> Result<Vec<SinkStateRow>, StoreError> {
-        let rows = sqlx::query("SELECT sink, paused, reason, updated_at FROM sink_state")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SinkStateRow {
-                    sink: r.try_get("sink")?,
-                    paused: r.try_get::<i64, _>("paused")? != 0,
-                    reason: r.try_get("reason")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn set_paused(
-        &self,
-        sink: &str,
-        paused: bool,
-        reason: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sink_state (sink, paused, reason, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (sink) DO UPDATE SET paused = excluded.paused, reason = excluded.reason, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(sink)
-        .bind(paused as i64)
-        .bind(reason)
-        .bind(now)
-        .execute(&mut *self.writer.conn().await?)
-        .await?;
-        Ok(())
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
@@ -736,69 +440,6 @@ impl Store for SqliteStore {
         .execute(&mut *self.writer.conn().await?)
         .await?
         .rows_affected();
-        Ok(n)
-    }
-
-    async fn create_admin_session(&self, s: &AdminSession) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO admin_sessions (id_hash, token_fp, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&s.id_hash)
-        .bind(&s.token_fp)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .execute(&mut *self.writer.conn().await?)
-        .await?;
-        Ok(())
-    }
-
-    async fn admin_session(
-        &self,
-        id_hash: &str,
-        now: i64,
-    ) -> Result<Option<AdminSession>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id_hash, token_fp, created_at, expires_at FROM admin_sessions \
-             WHERE id_hash = $1",
-        )
-        .bind(id_hash)
-        .fetch_optional(&self.reader)
-        .await?;
-        let Some(r) = row else {
-            return Ok(None);
-        };
-        let s = AdminSession {
-            id_hash: r.try_get("id_hash")?,
-            token_fp: r.try_get("token_fp")?,
-            created_at: r.try_get("created_at")?,
-            expires_at: r.try_get("expires_at")?,
-        };
-        if s.expires_at <= now {
-            // Refused either way; the purge removes it if this fails.
-            if let Err(e) = self.delete_admin_session(id_hash).await {
-                tracing::warn!(error = %e, "cannot delete an expired admin session");
-            }
-            return Ok(None);
-        }
-        Ok(Some(s))
-    }
-
-    async fn delete_admin_session(&self, id_hash: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .execute(&mut *self.writer.conn().await?)
-            .await?
-            .rows_affected();
-        Ok(n > 0)
-    }
-
-    async fn purge_admin_sessions(&self, now: i64) -> Result<u64, StoreError> {
-        let n = sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *self.writer.conn().await?)
-            .await?
-            .rows_affected();
         Ok(n)
     }
 }
