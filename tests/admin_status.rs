@@ -480,3 +480,77 @@ async fn notices_show_only_ids_sink_names_and_numbers() {
     assert!(html.contains("Requeued 3 dead deliveries of out."));
     app.stop().await;
 }
+
+both_stores!(every_action_refuses_a_missing_token_and_a_foreign_origin);
+
+/// Every action of the page goes through the same checks (one extractor,
+/// `CsrfForm`): without the session's CSRF token, with a foreign `Origin`
+/// or with two tokens it is refused and changes nothing; a form that does
+/// not decode is a 400 that names the field.
+async fn every_action_refuses_a_missing_token_and_a_foreign_origin(b: Backend) {
+    let sink = TestSink::start().await;
+    sink.script([Reply::Body(410, "gone".into())]);
+    let app = spawn_app(b, &http_sink("out", &sink, "")).await;
+    app.post_portal(&fixture("portal-item-share.json")).await;
+    eventually(Duration::from_secs(10), "1 dead", || async {
+        app.deliveries("status=dead").await.len() == 1
+    })
+    .await;
+    let id = app.deliveries("status=dead").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cookie = login(&app).await;
+    let (_, html) = get_page(&app, "/", &cookie).await;
+    let token = csrf(&html);
+
+    let actions = [
+        format!("/ui/deliveries/{id}/retry"),
+        "/ui/sinks/out/replay".to_string(),
+        "/ui/sinks/out/pause".to_string(),
+        "/ui/sinks/out/resume".to_string(),
+        "/logout".to_string(),
+    ];
+    type Pairs<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&str, Pairs, Pairs)> = vec![
+        ("no CSRF token", vec![("back", "/")], vec![]),
+        (
+            "foreign Origin",
+            vec![("csrf", &token), ("back", "/")],
+            vec![("origin", "http://evil.example")],
+        ),
+        (
+            "two CSRF tokens",
+            vec![("csrf", &token), ("csrf", &token)],
+            vec![],
+        ),
+    ];
+    for path in &actions {
+        for (what, form, headers) in &cases {
+            let r = post_form(&app, path, &cookie, form, headers).await;
+            assert_eq!(r.status(), 403, "{path}: {what}");
+            assert!(r.headers().get("set-cookie").is_none(), "{path}: {what}");
+            assert!(
+                r.text().await.unwrap().contains("Refused"),
+                "{path}: {what}"
+            );
+        }
+        // A field given twice does not decode: 400, naming it.
+        let r = post_form(
+            &app,
+            path,
+            &cookie,
+            &[("csrf", &token), ("back", "/"), ("back", "/x")],
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.text().await.unwrap().contains("`back`"), "{path}");
+    }
+    // Nothing happened: still dead, still active, still logged in.
+    assert_eq!(app.deliveries("status=dead").await.len(), 1);
+    assert_eq!(sink_state(&app).await, "active");
+    let (status, _) = get_page(&app, "/", &cookie).await;
+    assert_eq!(status, 200, "the session survived every refused logout");
+    app.stop().await;
+}
