@@ -3,5 +3,6 @@
 //! [`crate::domain::event::Event`]s. Above the domain layer, below
 //! everything that receives, stores or renders them.
 
+mod limits;
 pub mod payload;
 mod probe;

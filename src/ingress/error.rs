@@ -69,9 +69,10 @@ pub enum IngressError {
     /// normalised size).
     #[error("{0}")]
     TooComplex(String),
-    /// Not committed: store down, queue full, or shutting down.
+    /// Not committed: store down, queue full, or shutting down. The cause
+    /// is kept for the log line; the answer says less (see `into_response`).
     #[error("not stored: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] crate::store::batch::SubmitError),
 }
 
 impl From<PayloadError> for IngressError {

@@ -29,7 +29,7 @@ use crate::config::{Config, SigEncoding, SourceConfig, SourceKind};
 use crate::dispatch::SinkSet;
 use crate::metrics::{IngressOutcome, Metrics};
 use crate::routing::RouteTable;
-use crate::store::batch::{Batcher, SubmitError};
+use crate::store::batch::Batcher;
 use crate::store::{new_id, now_ms, IngestOutcome, NewDelivery, NewMessage};
 pub use error::IngressError;
 use payload::{BodyFormat, BodySecret};
@@ -280,11 +280,11 @@ async fn accept(
             .collect(),
     };
     let t0 = Instant::now();
-    let outcome = st.commits.submit(msg).await.map_err(|e| match e {
-        SubmitError::Full => IngressError::Unavailable("commit queue is full".into()),
-        SubmitError::Closed => IngressError::Unavailable("shutting down".into()),
-        SubmitError::Store(e) => IngressError::Unavailable(e.to_string()),
-    })?;
+    let outcome = st
+        .commits
+        .submit(msg)
+        .await
+        .map_err(IngressError::Unavailable)?;
     st.metrics.commit_seconds(t0.elapsed().as_secs_f64());
     Ok(match outcome {
         IngestOutcome::Accepted {
