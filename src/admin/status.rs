@@ -253,7 +253,7 @@ fn notice_html(st: &AdminState, n: &Notice) -> String {
     let sink = n
         .sink
         .as_deref()
-        .filter(|s| st.config.sinks.iter().any(|c| c.name == *s))
+        .filter(|s| st.config.sinks.iter().any(|c| c.name() == *s))
         .unwrap_or("the sink");
     let id = n.id.as_deref().filter(|s| is_id(s));
     let count =
