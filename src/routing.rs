@@ -38,9 +38,14 @@ impl RouteTable {
             .sinks
             .iter()
             .map(|s| SinkRoute {
-                name: s.name.clone(),
-                sources: s.sources.as_ref().map(|v| v.iter().cloned().collect()),
+                name: s.name().to_string(),
+                sources: s
+                    .common()
+                    .sources
+                    .as_ref()
+                    .map(|v| v.iter().cloned().collect()),
                 patterns: s
+                    .common()
                     .events
                     .as_ref()
                     .map(|v| v.iter().filter_map(|p| Pattern::parse(p).ok()).collect()),

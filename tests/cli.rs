@@ -127,6 +127,33 @@ fn bad_configs_are_refused_naming_the_key() {
     assert!(err.contains("missing.toml"), "{err}");
 }
 
+/// A key of another kind is refused by `check` itself, before anything is
+/// built or opened, naming the key: `check` refuses what `serve` would.
+#[test]
+fn check_refuses_a_key_of_another_kind_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\nurl = \"sqlite://{}/x.db\"\n\
+         [[sinks]]\nname = \"a\"\nkind = \"http\"\nurl = \"https://h.example.org/\"\nsubject = \"x\"\n",
+        dir.path().display()
+    );
+    let cfg = write_config(dir.path(), &text);
+    for cmd in ["check", "serve"] {
+        let (code, out, err) = run_cli(&cfg, &[cmd], &[]);
+        assert_eq!(code, 2, "{cmd} must refuse:\n{out}{err}");
+        assert!(
+            err.contains(
+                "sinks[0].subject: subject does not apply to kind \"http\" (only to email)"
+            ),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(
+        !dir.path().join("x.db").exists(),
+        "a refused configuration opens no store"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_list_replay_and_pause_on_the_store() {
     for kind in [Kind::Sqlite, Kind::Postgres] {

@@ -3,7 +3,7 @@
 //! review, not as a surprise in someone's channel.
 
 use hookrelay::arcgis::payload::{extract_form, normalise, parse_json};
-use hookrelay::config::SinkConfig;
+use hookrelay::config::{EmailSpec, RawSink, SinkSpec};
 use hookrelay::sinks::email::Email;
 use hookrelay::sinks::notebook::Notebook;
 use hookrelay::sinks::power_automate::PowerAutomate;
@@ -63,11 +63,42 @@ fn claimed(name: &str) -> Claimed {
     }
 }
 
-fn sink(kind: &str, extra: &str) -> SinkConfig {
-    toml::from_str(&format!(
-        "name = \"out\"\nkind = \"{kind}\"\nurl = \"https://example.org/hook?key=k\"\n{extra}"
+fn sink(kind: &str, extra: &str) -> SinkSpec {
+    sink_at("https://example.org/hook?key=k", kind, extra)
+}
+
+fn sink_at(url: &str, kind: &str, extra: &str) -> SinkSpec {
+    let raw: RawSink = toml::from_str(&format!(
+        "name = \"out\"\nkind = \"{kind}\"\nurl = \"{url}\"\n{extra}"
     ))
-    .unwrap()
+    .unwrap();
+    SinkSpec::try_from(raw).unwrap()
+}
+
+/// The spec of one kind, by its variant.
+macro_rules! spec {
+    ($variant:ident, $kind:expr, $extra:expr) => {
+        match sink($kind, $extra) {
+            SinkSpec::$variant(s) => s,
+            other => panic!("{other:?}"),
+        }
+    };
+}
+
+fn email_spec() -> EmailSpec {
+    match sink_at(
+        "smtp://mail.example.org",
+        "email",
+        "from = \"relay@example.org\"\nto = [\"gis@example.org\"]",
+    ) {
+        SinkSpec::Email(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn email() -> Email {
+    let policy = SinkSpec::Email(email_spec()).policy(&Default::default());
+    Email::new("sinks[0]", &email_spec(), &policy).unwrap()
 }
 
 fn body(kind: &dyn HttpKind, d: &Claimed) -> Value {
@@ -80,7 +111,7 @@ fn snap_name(kind: &str, fixture: &str) -> String {
 
 #[test]
 fn slack_bodies() {
-    let k = Slack::new("sinks[0]", &sink("slack", "")).unwrap();
+    let k = Slack::new("sinks[0]", &spec!(Slack, "slack", "")).unwrap();
     for f in FIXTURES {
         insta::assert_json_snapshot!(snap_name("slack", f), body(&k, &claimed(f)));
     }
@@ -88,7 +119,7 @@ fn slack_bodies() {
 
 #[test]
 fn teams_bodies() {
-    let k = Teams::new("sinks[0]", &sink("teams", "")).unwrap();
+    let k = Teams::new("sinks[0]", &spec!(Teams, "teams", "")).unwrap();
     for f in FIXTURES {
         insta::assert_json_snapshot!(snap_name("teams", f), body(&k, &claimed(f)));
     }
@@ -96,7 +127,7 @@ fn teams_bodies() {
 
 #[test]
 fn powerbi_push_rows() {
-    let k = PowerBi::new(&sink("powerbi", ""));
+    let k = PowerBi::new("sinks[0]", &spec!(Powerbi, "powerbi", "")).unwrap();
     for f in FIXTURES {
         insta::assert_json_snapshot!(snap_name("powerbi", f), body(&k, &claimed(f)));
     }
@@ -104,7 +135,7 @@ fn powerbi_push_rows() {
 
 #[test]
 fn power_automate_bodies() {
-    let k = PowerAutomate::new(&sink("power-automate", "")).unwrap();
+    let k = PowerAutomate::new("sinks[0]", &spec!(PowerAutomate, "power-automate", "")).unwrap();
     for f in FIXTURES {
         insta::assert_json_snapshot!(snap_name("power_automate", f), body(&k, &claimed(f)));
     }
@@ -114,7 +145,11 @@ fn power_automate_bodies() {
 fn notebook_requests() {
     let k = Notebook::new(
         "sinks[0]",
-        &sink("notebook", "secret = \"0123456789abcdef0123456789abcdef\""),
+        &spec!(
+            Notebook,
+            "notebook",
+            "secret = \"0123456789abcdef0123456789abcdef\""
+        ),
     )
     .unwrap();
     for f in FIXTURES {
@@ -132,14 +167,7 @@ fn notebook_requests() {
 
 #[test]
 fn email_messages() {
-    let c = sink(
-        "email",
-        "from = \"relay@example.org\"\nto = [\"gis@example.org\"]",
-    );
-    let mut c = c;
-    c.url = "smtp://mail.example.org".into();
-    let policy = c.policy(&Default::default());
-    let k = Email::new("sinks[0]", &c, &policy).unwrap();
+    let k = email();
     for f in FIXTURES {
         let r = k.render(&claimed(f)).unwrap();
         let text = format!(
@@ -192,25 +220,20 @@ fn payload_links_that_are_not_http_are_never_rendered() {
         }),
         "server",
     );
-    let email = {
-        let mut c = sink(
-            "email",
-            "from = \"relay@example.org\"\nto = [\"gis@example.org\"]",
-        );
-        c.url = "smtp://mail.example.org".into();
-        let policy = c.policy(&Default::default());
-        Email::new("sinks[0]", &c, &policy).unwrap()
-    };
+    let email = email();
     let kinds: Vec<(&str, Box<dyn HttpKind>)> = vec![
         (
             "slack",
-            Box::new(Slack::new("sinks[0]", &sink("slack", "")).unwrap()),
+            Box::new(Slack::new("sinks[0]", &spec!(Slack, "slack", "")).unwrap()),
         ),
         (
             "teams",
-            Box::new(Teams::new("sinks[0]", &sink("teams", "")).unwrap()),
+            Box::new(Teams::new("sinks[0]", &spec!(Teams, "teams", "")).unwrap()),
         ),
-        ("powerbi", Box::new(PowerBi::new(&sink("powerbi", "")))),
+        (
+            "powerbi",
+            Box::new(PowerBi::new("sinks[0]", &spec!(Powerbi, "powerbi", "")).unwrap()),
+        ),
     ];
     // power-automate, notebook and http forward the events or the body as
     // data, exactly as received: they render no links of their own.

@@ -36,6 +36,7 @@ both_stores!(
     power_automate_gets_json_and_sig_stays_secret,
     notebook_receiver_verifies_the_signature,
     template_from_file_overrides_the_body,
+    headers_go_with_every_http_kind,
 );
 
 // ---------------------------------------------------------------- services
@@ -832,6 +833,43 @@ async fn template_from_file_overrides_the_body(b: Backend) {
         got[0].json(),
         json!({"text": "Custom: jdoe did share on 6cd80cb32d4a4b4d858a020e57fba7b1"})
     );
+    app.stop().await;
+}
+
+/// `headers` applies to every kind that speaks HTTP, so every one sends
+/// them (before, only `http` and `power-automate` did; the others
+/// accepted the key and dropped it).
+async fn headers_go_with_every_http_kind(b: Backend) {
+    const SECRET: &str = "0123456789abcdefghijABCDEFGHIJ01";
+    let slack = Service::start(Rule::Slack).await;
+    let nb = Service::start(Rule::Notebook {
+        secret: SECRET.into(),
+        header: "x-esrihook-signature".into(),
+    })
+    .await;
+    let extra = [
+        sink(
+            "team",
+            "slack",
+            &slack,
+            "headers = { x-relay-team = \"blue\" }",
+        ),
+        sink(
+            "nb",
+            "notebook",
+            &nb,
+            &format!("secret = \"{SECRET}\"\nheaders = {{ x-relay-team = \"green\" }}"),
+        ),
+    ]
+    .join("\n");
+    let app = spawn_app(b, &extra).await;
+    app.post_portal(&fixture("portal-item-share.json")).await;
+    for (svc, want) in [(&slack, "blue"), (&nb, "green")] {
+        let got = svc.wait_for(1).await;
+        svc.assert_all_valid();
+        assert_eq!(got[0].header("x-relay-team"), want);
+    }
+    wait_status(&app, "delivered", 2).await;
     app.stop().await;
 }
 

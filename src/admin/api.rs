@@ -436,7 +436,7 @@ pub fn replay_filter(
         ));
     }
     if let Some(s) = &sink {
-        if !config.sinks.iter().any(|c| &c.name == s) {
+        if config.sink(s).is_none() {
             return Err(AdminError::BadRequest(format!("no sink named {s:?}")));
         }
     }

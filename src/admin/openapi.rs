@@ -35,7 +35,7 @@ pub const EVENT_PATTERN: &str =
 /// what the derive cannot say: the configured sink and source names as
 /// enums, and the exact grammar of times and event patterns.
 pub fn refine(doc: &mut Value, config: &Config) {
-    let sinks: Vec<Value> = config.sinks.iter().map(|s| json!(s.name)).collect();
+    let sinks: Vec<Value> = config.sinks.iter().map(|s| json!(s.name())).collect();
     let sources: Vec<Value> = config.sources.iter().map(|s| json!(s.name)).collect();
     let nullable = |names: &[Value]| {
         let mut v = names.to_vec();

@@ -60,13 +60,13 @@ pub fn summarize(
         .map(|s| {
             let q = stats
                 .iter()
-                .find(|x| x.sink == s.name)
+                .find(|x| x.sink == s.name())
                 .cloned()
                 .unwrap_or_default();
             SinkSummary {
-                name: s.name.clone(),
-                kind: s.kind.as_str().to_string(),
-                state: state_of(&s.name).to_string(),
+                name: s.name().to_string(),
+                kind: s.kind().as_str().to_string(),
+                state: state_of(s.name()).to_string(),
                 pending: q.pending,
                 in_flight: q.in_flight,
                 overdue_in_flight: q.overdue_in_flight,

@@ -4,9 +4,10 @@
 //! through [`compile`], so `check` refuses exactly what `serve` would.
 //!
 //! What text alone can show is checked by [`Config::from_toml`] (keys,
-//! ranges, names, references, `allowed_hosts`); what needs files or a
-//! build (certificates, client identities, templates, kind-specific
-//! settings) is checked here, naming the key (`sinks[2].template`).
+//! which keys apply to which sink kind, ranges, names, references,
+//! `allowed_hosts`); what needs files or a build (certificates, client
+//! identities, templates, secrets and URLs only a kind understands) is
+//! checked here, by building it, naming the key (`sinks[2].template`).
 
 use std::sync::Arc;
 
@@ -57,13 +58,8 @@ pub fn compile(config: Config) -> Result<Compiled, ConfigError> {
         }
         _ => None,
     };
-    for (i, sink) in config.sinks.iter().enumerate() {
-        let key = format!("sinks[{i}]");
-        crate::sinks::validate_sink(&key, sink)?;
-        if let (Some(cert), Some(k)) = (&sink.client_cert, &sink.client_key) {
-            crate::sinks::client::load_identity(&key, cert, k)?;
-        }
-    }
+    // Each sink is built here once, with its client, identity and
+    // templates; building is what checks what only its kind knows.
     let sinks = SinkSet::build(&config)?;
     let routes = RouteTable::new(&config);
     Ok(Compiled {
@@ -77,4 +73,21 @@ pub fn compile(config: Config) -> Result<Compiled, ConfigError> {
 /// [`compile`] from configuration text.
 pub fn compile_text(text: &str) -> Result<Compiled, ConfigError> {
     compile(Config::from_toml(text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Building is where a sink is checked, so it must happen once: a
+    /// second build would be a second place that can disagree.
+    #[test]
+    fn every_sink_is_built_once_per_compile() {
+        let text = "[[sinks]]\nname = \"a\"\nkind = \"http\"\nurl = \"https://a.example.org/\"\n\
+                    [[sinks]]\nname = \"b\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\n\
+                    [[sinks]]\nname = \"m\"\nkind = \"email\"\nurl = \"smtp://mail.example.org\"\n\
+                    from = \"relay@example.org\"\nto = [\"gis@example.org\"]\n";
+        let before = crate::sinks::testing::builds();
+        let compiled = super::compile_text(text).unwrap();
+        assert_eq!(crate::sinks::testing::builds() - before, 3);
+        assert_eq!(compiled.sinks.iter().count(), 3);
+    }
 }

@@ -238,7 +238,7 @@ async fn sinks(config: &Config, cmd: Option<SinksCommand>) -> Result<(), Failure
         Some(SinksCommand::Pause { name }) => (name, true),
         Some(SinksCommand::Resume { name }) => (name, false),
     };
-    if !config.sinks.iter().any(|s| s.name == name) {
+    if config.sink(&name).is_none() {
         return Err(Failure::Usage(format!("no sink named {name:?}")));
     }
     let reason = paused.then_some("paused from the command line");

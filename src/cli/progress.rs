@@ -137,11 +137,11 @@ pub async fn count_by_sink(
     let mut out = Vec::new();
     for s in &config.sinks {
         let one = ReplayFilter {
-            sink: Some(s.name.clone()),
+            sink: Some(s.name().to_string()),
             dry_run: true,
             ..f.clone()
         };
-        out.push((s.name.clone(), store.replay(&one, now_ms()).await?));
+        out.push((s.name().to_string(), store.replay(&one, now_ms()).await?));
     }
     Ok(out)
 }

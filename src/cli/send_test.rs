@@ -12,8 +12,8 @@ use crate::sinks::sample::{claimed, Sample};
 
 /// Sends the sample and prints what happened.
 pub async fn send_test(config: &Config, name: &str, sample: Option<&str>) -> Result<(), Failure> {
-    let Some(sink) = config.sinks.iter().find(|s| s.name == name) else {
-        let names: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
+    let Some(spec) = config.sink(name) else {
+        let names: Vec<&str> = config.sinks.iter().map(|s| s.name()).collect();
         return Err(Failure::Usage(format!(
             "no sink named {name:?} (configured: {})",
             if names.is_empty() {
@@ -23,6 +23,7 @@ pub async fn send_test(config: &Config, name: &str, sample: Option<&str>) -> Res
             }
         )));
     };
+    let sink = spec.common();
     let sample = match sample {
         None => Sample::for_patterns(sink.events.as_deref()),
         Some("portal") => Sample::Portal,
@@ -53,7 +54,7 @@ pub async fn send_test(config: &Config, name: &str, sample: Option<&str>) -> Res
     for e in &mut d.events {
         e.when = Some(now);
     }
-    println!("sink:     {} ({})", sink.name, sink.kind.as_str());
+    println!("sink:     {} ({})", sink.name, spec.kind().as_str());
     // The URL may carry a key (sig=, key=, a Slack path): never print it whole.
     println!("target:   {}", redact_url(&sink.url));
     println!(

@@ -178,6 +178,24 @@ pub fn redact_url(raw: &str) -> String {
     url.to_string()
 }
 
+/// Serialises a URL through [`redact_url`]: proxy and sink URLs may carry
+/// credentials (`http://user:password@proxy:3128`, `?sig=`).
+pub(crate) fn ser_opt_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_str(&redact_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Serialises a sink or store URL through [`redact_url`]; a SQLite URL is a
+/// file path with nothing to hide, and shown as written.
+pub(crate) fn ser_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    if url.starts_with("sqlite:") {
+        return s.serialize_str(url);
+    }
+    s.serialize_str(&redact_url(url))
+}
+
 /// Hosts whose webhook URLs carry the credential as the path itself
 /// (`hooks.slack.com/services/T/B/XXXX`, Teams connector URLs).
 fn credential_in_path_host(host: &str) -> bool {

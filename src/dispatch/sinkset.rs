@@ -85,15 +85,16 @@ pub struct SinkSet {
 }
 
 impl SinkSet {
-    /// Builds every sink's client and runtime from the config.
+    /// Builds every sink (through `sinks::build`, once each) and its
+    /// runtime from the config; called by `app::compile`.
     pub fn build(config: &Config) -> Result<SinkSet, ConfigError> {
         let mut sinks = Vec::new();
-        for c in &config.sinks {
+        for (i, c) in config.sinks.iter().enumerate() {
             let policy = c.policy(&config.delivery);
-            let sink = crate::sinks::build(c, &config.delivery)?;
+            let sink = crate::sinks::build(&format!("sinks[{i}]"), c, &config.delivery)?;
             sinks.push(Arc::new(SinkRuntime {
-                name: c.name.clone(),
-                kind: c.kind,
+                name: c.name().to_string(),
+                kind: c.kind(),
                 limiter: policy.rate_limit.map(RateLimiter::per_second),
                 circuit: std::sync::Mutex::new(Circuit::new(CircuitPolicy {
                     failures: policy.circuit.failures,

@@ -8,39 +8,32 @@
 
 use std::path::Path;
 
-use crate::config::{ConfigError, DeliveryPolicy, SinkConfig};
+use crate::config::{ClientCert, ConfigError, DeliveryPolicy};
 
-fn invalid(sink: &str, k: &str, m: String) -> ConfigError {
-    ConfigError::Invalid {
-        key: format!("sinks.{sink}.{k}"),
-        message: m,
-    }
-}
-
-/// Builds a sink's client from its policy, without a client certificate.
-pub fn build(sink: &str, policy: &DeliveryPolicy) -> Result<reqwest::Client, ConfigError> {
-    build_with_identity(sink, policy, None)
-}
-
-/// Builds the client for a configured sink: its policy plus, when
-/// `client_cert`/`client_key` are set, the certificate it presents (mTLS).
-pub fn build_for(
-    sink: &SinkConfig,
+/// Builds a sink's client from its policy and, when `client_cert` and
+/// `client_key` are set, the certificate it presents (mTLS). `key` names
+/// the sink's entry in errors (`sinks[2]`).
+pub fn build(
+    key: &str,
+    client_cert: Option<&ClientCert>,
     policy: &DeliveryPolicy,
 ) -> Result<reqwest::Client, ConfigError> {
-    let identity = match (&sink.client_cert, &sink.client_key) {
-        (Some(cert), Some(key)) => Some(load_identity(&format!("sinks.{}", sink.name), cert, key)?),
-        _ => None,
+    let identity = match client_cert {
+        Some(c) => Some(load_identity(key, &c.cert, &c.key)?),
+        None => None,
     };
-    build_with_identity(&sink.name, policy, identity)
+    build_with_identity(key, policy, identity)
 }
 
 fn build_with_identity(
-    sink: &str,
+    key: &str,
     policy: &DeliveryPolicy,
     identity: Option<reqwest::Identity>,
 ) -> Result<reqwest::Client, ConfigError> {
-    let bad = |k: &str, m: String| invalid(sink, k, m);
+    let bad = |k: &str, m: String| ConfigError::Invalid {
+        key: format!("{key}.{k}"),
+        message: m,
+    };
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
         .timeout(policy.timeout)

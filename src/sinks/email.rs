@@ -26,7 +26,7 @@ use super::facts::{clip, context, Trim};
 use super::template::template_config_error;
 use super::template::Templates;
 use super::{keep, AttemptOutcome, Sink};
-use crate::config::{ConfigError, DeliveryPolicy, SinkConfig, SmtpTls};
+use crate::config::{ConfigError, DeliveryPolicy, EmailSpec, SmtpTls};
 use crate::domain::delivery::Verdict;
 use crate::store::Claimed;
 
@@ -60,7 +60,7 @@ pub struct Rendered {
     pub html: Option<String>,
 }
 
-/// The parts of the config an email sink needs, checked.
+/// The parts of the spec an email sink needs, parsed.
 struct Parsed {
     host: String,
     port: u16,
@@ -72,12 +72,12 @@ struct Parsed {
     html: bool,
 }
 
-fn parse(key: &str, c: &SinkConfig) -> Result<Parsed, ConfigError> {
+fn parse(key: &str, c: &EmailSpec) -> Result<Parsed, ConfigError> {
     let bad = |k: &str, m: String| ConfigError::Invalid {
         key: format!("{key}.{k}"),
         message: m,
     };
-    let url = reqwest::Url::parse(&c.url)
+    let url = reqwest::Url::parse(&c.common.url)
         .map_err(|_| bad("url", "an email sink's url is smtp://host[:port]".into()))?;
     if url.scheme() != "smtp" {
         return Err(bad(
@@ -106,16 +106,8 @@ fn parse(key: &str, c: &SinkConfig) -> Result<Parsed, ConfigError> {
     });
     let from: Mailbox = c
         .from
-        .as_deref()
-        .ok_or_else(|| bad("from", "an email sink needs a sender address".into()))?
         .parse()
         .map_err(|e| bad("from", format!("not a mailbox: {e}")))?;
-    if c.to.is_empty() {
-        return Err(bad(
-            "to",
-            "an email sink needs at least one recipient".into(),
-        ));
-    }
     let mut to = Vec::with_capacity(c.to.len());
     for (i, t) in c.to.iter().enumerate() {
         to.push(
@@ -123,12 +115,10 @@ fn parse(key: &str, c: &SinkConfig) -> Result<Parsed, ConfigError> {
                 .map_err(|e| bad(&format!("to[{i}]"), format!("not a mailbox: {e}")))?,
         );
     }
-    let credentials = match (&c.username, &c.password) {
-        (Some(u), Some(p)) => Some(Credentials::new(u.clone(), p.expose().to_string())),
-        (None, None) => None,
-        (Some(_), None) => return Err(bad("password", "username needs a password".into())),
-        (None, Some(_)) => return Err(bad("username", "password needs a username".into())),
-    };
+    let credentials = c
+        .login
+        .as_ref()
+        .map(|l| Credentials::new(l.username.clone(), l.password.expose().to_string()));
     let html = c.html_template.is_some() || c.template.is_none();
     let mut sources = vec![
         (
@@ -187,11 +177,6 @@ fn parse(key: &str, c: &SinkConfig) -> Result<Parsed, ConfigError> {
     })
 }
 
-/// Checks an email sink's keys and templates (for config validation).
-pub fn check(key: &str, c: &SinkConfig) -> Result<(), ConfigError> {
-    parse(key, c).map(|_| ())
-}
-
 /// The `email` kind.
 pub struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -203,9 +188,10 @@ pub struct Email {
 }
 
 impl Email {
-    /// Builds the sink: parses the config and prepares (does not open) the
-    /// SMTP connection settings.
-    pub fn new(key: &str, c: &SinkConfig, policy: &DeliveryPolicy) -> Result<Email, ConfigError> {
+    /// Builds the sink: parses the spec (URL, mailboxes), compiles and
+    /// test-renders the templates, and prepares (does not open) the SMTP
+    /// connection settings. `key` names the entry in errors (`sinks[2]`).
+    pub fn new(key: &str, c: &EmailSpec, policy: &DeliveryPolicy) -> Result<Email, ConfigError> {
         let p = parse(key, c)?;
         let bad = |k: &str, m: String| ConfigError::Invalid {
             key: format!("{key}.{k}"),

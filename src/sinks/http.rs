@@ -5,45 +5,52 @@ use ::http::Method;
 
 use super::sign::{signature_headers, signing_key};
 use super::{HttpKind, Outbound};
-use crate::config::{ConfigError, HttpFormat, SignScheme, SinkConfig};
+use crate::config::{ConfigError, HttpFormat, HttpSpec, SignScheme};
 use crate::store::Claimed;
 
-/// The `http` kind.
+/// The `http` kind. The sink's `headers` are added by [`super::HttpSink`].
 pub struct Http {
     method: Method,
     format: HttpFormat,
-    headers: Vec<(String, String)>,
     sign: Option<(SignScheme, Vec<u8>)>,
 }
 
 impl Http {
-    /// From the sink's config (already validated).
-    pub fn new(c: &SinkConfig) -> Result<Http, ConfigError> {
-        let method = c
-            .method
-            .as_deref()
-            .unwrap_or("POST")
-            .to_ascii_uppercase()
-            .parse()
-            .unwrap_or(Method::POST);
-        let sign = match (c.sign, &c.secret) {
-            (Some(s), Some(secret)) => Some((
-                s,
-                signing_key(s, secret).map_err(|m| ConfigError::Invalid {
-                    key: format!("sinks.{}.secret", c.name),
-                    message: m,
-                })?,
+    /// From the sink's spec: checks `method` and the signing key.
+    pub fn new(key: &str, spec: &HttpSpec) -> Result<Http, ConfigError> {
+        Http::with_default_format(key, spec, HttpFormat::Original)
+    }
+
+    /// As [`Http::new`], with `format` defaulting to `default` (the
+    /// `power-automate` preset sends events).
+    pub fn with_default_format(
+        key: &str,
+        spec: &HttpSpec,
+        default: HttpFormat,
+    ) -> Result<Http, ConfigError> {
+        let bad = |k: &str, m: String| ConfigError::Invalid {
+            key: format!("{key}.{k}"),
+            message: m,
+        };
+        let method = match spec.method.as_deref() {
+            None => Method::POST,
+            Some(m) => match m.to_ascii_uppercase().as_str() {
+                "POST" => Method::POST,
+                "PUT" => Method::PUT,
+                "PATCH" => Method::PATCH,
+                _ => return Err(bad("method", format!("{m:?} is not POST, PUT or PATCH"))),
+            },
+        };
+        let sign = match &spec.sign {
+            Some(s) => Some((
+                s.scheme,
+                signing_key(s.scheme, &s.secret).map_err(|m| bad("secret", m))?,
             )),
-            _ => None,
+            None => None,
         };
         Ok(Http {
             method,
-            format: c.format.unwrap_or_default(),
-            headers: c
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                .collect(),
+            format: spec.format.unwrap_or(default),
             sign,
         })
     }
@@ -77,7 +84,6 @@ impl HttpKind for Http {
                 headers.push((k.to_string(), v));
             }
         }
-        headers.extend(self.headers.iter().cloned());
         Ok(Outbound {
             method: self.method.clone(),
             headers,

@@ -24,7 +24,9 @@ use ::http::{HeaderMap, Method};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::{ConfigError, DeliveryConfig, SinkConfig, SinkKind};
+use crate::config::{
+    ConfigError, DeliveryConfig, DeliveryPolicy, HttpTransport, SinkCommon, SinkSpec,
+};
 use crate::domain::delivery::Verdict;
 use crate::store::Claimed;
 use answer::{classify_status, parse_retry_after};
@@ -174,6 +176,8 @@ pub struct HttpSink<K> {
     url: reqwest::Url,
     timeout: Duration,
     kind: K,
+    // The sink's `headers`, sent after the kind's own on every request.
+    headers: Vec<(::http::HeaderName, ::http::HeaderValue)>,
 }
 
 impl<K: HttpKind> HttpSink<K> {
@@ -184,7 +188,14 @@ impl<K: HttpKind> HttpSink<K> {
             url,
             timeout,
             kind,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds the sink's own `headers` to every request.
+    pub fn with_headers(mut self, headers: Vec<(::http::HeaderName, ::http::HeaderValue)>) -> Self {
+        self.headers = headers;
+        self
     }
 }
 
@@ -220,6 +231,9 @@ impl<K: HttpKind> Sink for HttpSink<K> {
             .header("x-hookrelay-batch", ds.len().to_string())
             .body(out.body);
         for (k, v) in out.headers {
+            req = req.header(k, v);
+        }
+        for (k, v) in &self.headers {
             req = req.header(k, v);
         }
         match send(req).await {
@@ -328,153 +342,104 @@ fn redact_urls_in(text: &str) -> String {
         .join(" ")
 }
 
-/// Builds the runtime sink for a configured one.
-pub fn build(config: &SinkConfig, defaults: &DeliveryConfig) -> Result<Arc<dyn Sink>, ConfigError> {
-    let policy = config.policy(defaults);
-    let key = format!("sinks.{}", config.name);
-    if config.kind == SinkKind::Email {
+/// Builds the runtime sink a spec describes — its HTTP client (proxy, CA,
+/// client certificate), templates and keys — checking on the way what
+/// only the kind knows. The one constructor of sinks, called (through
+/// `dispatch::SinkSet::build`) only by `app::compile`; `key` names the
+/// entry in every error (`sinks[2]`, so `sinks[2].template`).
+pub fn build(
+    key: &str,
+    spec: &SinkSpec,
+    defaults: &DeliveryConfig,
+) -> Result<Arc<dyn Sink>, ConfigError> {
+    #[cfg(test)]
+    testing::BUILDS.with(|n| n.set(n.get() + 1));
+    let policy = spec.policy(defaults);
+    let common = spec.common();
+    Ok(match spec {
         // SMTP: no HTTP client, URL or proxy.
-        return Ok(Arc::new(email::Email::new(&key, config, &policy)?));
-    }
-    let client = client::build_for(config, &policy)?;
-    let url = reqwest::Url::parse(&config.url).map_err(|_| ConfigError::Invalid {
-        key: format!("sinks.{}.url", config.name),
-        message: "not a valid URL".into(),
-    })?;
-    let t = policy.timeout;
-    Ok(match config.kind {
-        SinkKind::Http => Arc::new(HttpSink::new(client, url, t, http::Http::new(config)?)),
-        SinkKind::Slack => Arc::new(HttpSink::new(
-            client,
-            url,
-            t,
-            slack::Slack::new(&key, config)?,
-        )),
-        SinkKind::Teams => Arc::new(HttpSink::new(
-            client,
-            url,
-            t,
-            teams::Teams::new(&key, config)?,
-        )),
-        SinkKind::Powerbi => Arc::new(HttpSink::new(client, url, t, powerbi::PowerBi::new(config))),
-        SinkKind::PowerAutomate => Arc::new(HttpSink::new(
-            client,
-            url,
-            t,
-            power_automate::PowerAutomate::new(config)?,
-        )),
-        SinkKind::Notebook => Arc::new(HttpSink::new(
-            client,
-            url,
-            t,
-            notebook::Notebook::new(&key, config)?,
-        )),
-        SinkKind::Email => Arc::new(email::Email::new(&key, config, &policy)?),
+        SinkSpec::Email(s) => Arc::new(email::Email::new(key, s, &policy)?),
+        SinkSpec::Http(s) => http_sink(key, common, &s.transport, &policy, || {
+            http::Http::new(key, s)
+        })?,
+        SinkSpec::PowerAutomate(s) => http_sink(key, common, &s.transport, &policy, || {
+            power_automate::PowerAutomate::new(key, s)
+        })?,
+        SinkSpec::Slack(s) => http_sink(key, common, &s.transport, &policy, || {
+            slack::Slack::new(key, s)
+        })?,
+        SinkSpec::Teams(s) => http_sink(key, common, &s.transport, &policy, || {
+            teams::Teams::new(key, s)
+        })?,
+        SinkSpec::Powerbi(s) => http_sink(key, common, &s.transport, &policy, || {
+            powerbi::PowerBi::new(key, s)
+        })?,
+        SinkSpec::Notebook(s) => http_sink(key, common, &s.transport, &policy, || {
+            notebook::Notebook::new(key, s)
+        })?,
     })
 }
 
-/// Which kinds each kind-specific key applies to; any other kind refuses
-/// it, so a key that would be silently ignored is a config error.
-fn check_applicable(key: &str, sink: &SinkConfig) -> Result<(), ConfigError> {
-    use SinkKind::*;
-    const HTTP_ALL: &[SinkKind] = &[Http, Slack, Teams, Powerbi, PowerAutomate, Notebook];
-    let checks: [(&str, bool, &[SinkKind]); 17] = [
-        ("method", sink.method.is_some(), &[Http, PowerAutomate]),
-        ("format", sink.format.is_some(), &[Http, PowerAutomate]),
-        ("sign", sink.sign.is_some(), &[Http, PowerAutomate]),
-        (
-            "secret",
-            sink.secret.is_some(),
-            &[Http, PowerAutomate, Notebook],
-        ),
-        ("headers", !sink.headers.is_empty(), HTTP_ALL),
-        ("proxy", sink.proxy.is_some(), HTTP_ALL),
-        ("template", sink.template.is_some(), &[Slack, Teams, Email]),
-        ("html_template", sink.html_template.is_some(), &[Email]),
-        ("subject", sink.subject.is_some(), &[Email]),
-        ("token", sink.token.is_some(), &[Powerbi]),
-        (
-            "signature_header",
-            sink.signature_header.is_some(),
-            &[Notebook],
-        ),
-        (
-            "signature_prefix",
-            sink.signature_prefix.is_some(),
-            &[Notebook],
-        ),
-        ("tls", sink.tls.is_some(), &[Email]),
-        ("username", sink.username.is_some(), &[Email]),
-        ("password", sink.password.is_some(), &[Email]),
-        ("from", sink.from.is_some(), &[Email]),
-        ("to", !sink.to.is_empty(), &[Email]),
-    ];
-    for (field, set, kinds) in checks {
-        if set && !kinds.contains(&sink.kind) {
-            let names: Vec<&str> = kinds.iter().map(SinkKind::as_str).collect();
-            return Err(ConfigError::Invalid {
-                key: format!("{key}.{field}"),
-                message: format!(
-                    "{field} does not apply to kind {:?} (only to {})",
-                    sink.kind.as_str(),
-                    names.join(", ")
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Kind-specific checks, called from [`crate::config::Config::validate`].
-pub fn validate_sink(key: &str, sink: &SinkConfig) -> Result<(), ConfigError> {
+/// What every HTTP kind shares: an http(s) URL, valid headers, the client.
+/// The kind is built after the URL is checked, so a wrong URL is reported
+/// first, as it always was.
+fn http_sink<K: HttpKind>(
+    key: &str,
+    common: &SinkCommon,
+    transport: &HttpTransport,
+    policy: &DeliveryPolicy,
+    kind: impl FnOnce() -> Result<K, ConfigError>,
+) -> Result<Arc<dyn Sink>, ConfigError> {
     let bad = |k: &str, m: String| ConfigError::Invalid {
         key: format!("{key}.{k}"),
         message: m,
     };
-    check_applicable(key, sink)?;
-    if sink.kind == SinkKind::Email {
-        return email::check(key, sink);
-    }
-    let url = reqwest::Url::parse(&sink.url).map_err(|_| bad("url", "not a valid URL".into()))?;
+    let url = reqwest::Url::parse(&common.url).map_err(|_| bad("url", "not a valid URL".into()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("url", "must be an http:// or https:// URL".into()));
     }
-    if let Some(m) = &sink.method {
-        if !matches!(m.to_ascii_uppercase().as_str(), "POST" | "PUT" | "PATCH") {
-            return Err(bad("method", format!("{m:?} is not POST, PUT or PATCH")));
-        }
-    }
-    for (name, value) in &sink.headers {
-        ::http::HeaderName::from_bytes(name.as_bytes())
+    let mut headers = Vec::with_capacity(transport.headers.len());
+    for (name, value) in &transport.headers {
+        let name = ::http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| bad("headers", format!("{name:?} is not a valid header name")))?;
-        ::http::HeaderValue::from_str(value.expose()).map_err(|_| {
+        let mut value = ::http::HeaderValue::from_str(value.expose()).map_err(|_| {
             bad(
                 "headers",
                 format!("the value of {name:?} is not a valid header value"),
             )
         })?;
+        // Header values are secrets (`authorization`): keep them out of
+        // any debug output of the request.
+        value.set_sensitive(true);
+        headers.push((name, value));
     }
-    match (sink.sign, &sink.secret) {
-        (Some(_), None) => return Err(bad("secret", "sign needs a secret".into())),
-        (Some(scheme), Some(secret)) => {
-            sign::signing_key(scheme, secret).map_err(|m| bad("secret", m))?;
-        }
-        _ => {}
+    let kind = kind()?;
+    let client = client::build(key, transport.client_cert.as_ref(), policy)?;
+    Ok(Arc::new(
+        HttpSink::new(client, url, policy.timeout, kind).with_headers(headers),
+    ))
+}
+
+/// Helpers for the crate's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Sinks built on this thread, so a test can see that compiling a
+        /// configuration builds each sink once (compiling runs on the
+        /// caller's thread).
+        pub(super) static BUILDS: Cell<usize> = const { Cell::new(0) };
     }
-    match sink.kind {
-        SinkKind::Slack => slack::Slack::new(key, sink).map(drop),
-        SinkKind::Teams => teams::Teams::new(key, sink).map(drop),
-        SinkKind::Notebook => {
-            let h = sink.signature_header.as_deref().unwrap_or(notebook::DEFAULT_HEADER);
-            ::http::HeaderName::from_bytes(h.as_bytes())
-                .map_err(|_| bad("signature_header", format!("{h:?} is not a valid header name")))?;
-            notebook::Notebook::new(key, sink).map(drop)
-        }
-        SinkKind::Powerbi if sink.token.is_none() && !url.query_pairs().any(|(k, _)| k == "key") => Err(bad(
-            "url",
-            "a Power BI push URL carries key=...; for the REST API (/v1.0/myorg/datasets/...) set token".into(),
-        )),
-        SinkKind::PowerAutomate => power_automate::PowerAutomate::new(sink).map(drop),
-        _ => Ok(()),
+
+    /// How many sinks [`super::build`] has built on this thread.
+    pub(crate) fn builds() -> usize {
+        BUILDS.with(Cell::get)
+    }
+
+    /// The spec of one `[[sinks]]` table given as TOML.
+    pub(crate) fn spec(text: &str) -> crate::config::SinkSpec {
+        let raw: crate::config::RawSink = toml::from_str(text).unwrap();
+        crate::config::SinkSpec::try_from(raw).unwrap()
     }
 }

@@ -7,7 +7,7 @@
 use base64::Engine;
 
 use super::{HttpKind, Outbound};
-use crate::config::{ConfigError, SinkConfig};
+use crate::config::{ConfigError, NotebookSpec, Secret};
 use crate::domain::crypto::hmac_sha256;
 use crate::store::Claimed;
 
@@ -24,31 +24,39 @@ pub struct Notebook {
 }
 
 /// Checks a receiver secret: exactly 32 characters, as Notebook Server requires.
-pub fn check_secret(secret: Option<&crate::config::Secret>) -> Result<&[u8], String> {
-    let s = secret.ok_or("a notebook sink needs the receiver's secret")?;
-    let n = s.expose().chars().count();
+pub fn check_secret(secret: &Secret) -> Result<&[u8], String> {
+    let n = secret.expose().chars().count();
     if n != SECRET_CHARS {
         return Err(format!(
             "a notebook secret must be exactly {SECRET_CHARS} characters (this one has {n})"
         ));
     }
-    Ok(s.expose().as_bytes())
+    Ok(secret.expose().as_bytes())
 }
 
 impl Notebook {
-    /// From the sink's config.
-    pub fn new(key: &str, c: &SinkConfig) -> Result<Notebook, ConfigError> {
-        let secret = check_secret(c.secret.as_ref()).map_err(|m| ConfigError::Invalid {
-            key: format!("{key}.secret"),
+    /// From the sink's spec: checks the signature header's name and the
+    /// secret's length.
+    pub fn new(key: &str, spec: &NotebookSpec) -> Result<Notebook, ConfigError> {
+        let bad = |k: &str, m: String| ConfigError::Invalid {
+            key: format!("{key}.{k}"),
             message: m,
+        };
+        let header = spec
+            .signature_header
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HEADER.to_string());
+        ::http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+            bad(
+                "signature_header",
+                format!("{header:?} is not a valid header name"),
+            )
         })?;
+        let secret = check_secret(&spec.secret).map_err(|m| bad("secret", m))?;
         Ok(Notebook {
             key: secret.to_vec(),
-            header: c
-                .signature_header
-                .clone()
-                .unwrap_or_else(|| DEFAULT_HEADER.to_string()),
-            prefix: c.signature_prefix.clone().unwrap_or_default(),
+            header,
+            prefix: spec.signature_prefix.clone().unwrap_or_default(),
         })
     }
 
@@ -80,13 +88,11 @@ impl HttpKind for Notebook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     #[test]
     fn secret_must_be_32_characters() {
-        assert!(check_secret(Some(&Secret::new("a".repeat(32)))).is_ok());
-        let e = check_secret(Some(&Secret::new("a".repeat(31)))).unwrap_err();
+        assert!(check_secret(&Secret::new("a".repeat(32))).is_ok());
+        let e = check_secret(&Secret::new("a".repeat(31))).unwrap_err();
         assert!(e.contains("exactly 32") && !e.contains("aaaa"), "{e}");
-        assert!(check_secret(None).is_err());
     }
 }

@@ -10,7 +10,7 @@
 
 use super::http::Http;
 use super::{HttpKind, Outbound};
-use crate::config::{ConfigError, HttpFormat, SinkConfig};
+use crate::config::{ConfigError, HttpFormat, HttpSpec};
 use crate::store::Claimed;
 
 /// The `power-automate` kind.
@@ -19,12 +19,10 @@ pub struct PowerAutomate {
 }
 
 impl PowerAutomate {
-    /// From the sink's config; `format` defaults to `events`.
-    pub fn new(c: &SinkConfig) -> Result<PowerAutomate, ConfigError> {
-        let mut c = c.clone();
-        c.format = Some(c.format.unwrap_or(HttpFormat::Events));
+    /// From the sink's spec; `format` defaults to `events`.
+    pub fn new(key: &str, spec: &HttpSpec) -> Result<PowerAutomate, ConfigError> {
         Ok(PowerAutomate {
-            inner: Http::new(&c)?,
+            inner: Http::with_default_format(key, spec, HttpFormat::Events)?,
         })
     }
 }

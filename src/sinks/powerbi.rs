@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::{answer_word, Answer, HttpKind, Outbound};
-use crate::config::{Secret, SinkConfig};
+use crate::config::{ConfigError, PowerBiSpec, Secret};
 use crate::domain::event::EventOrigin;
 use crate::store::Claimed;
 
@@ -45,11 +45,22 @@ pub struct PowerBi {
 }
 
 impl PowerBi {
-    /// From the sink's config: REST mode when it has a `token`.
-    pub fn new(c: &SinkConfig) -> PowerBi {
-        PowerBi {
-            token: c.token.clone(),
+    /// From the sink's spec: REST mode when it has a `token`; without one
+    /// the URL must be a push URL carrying its `key`.
+    pub fn new(key: &str, spec: &PowerBiSpec) -> Result<PowerBi, ConfigError> {
+        let push = reqwest::Url::parse(&spec.common.url)
+            .is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "key"));
+        if spec.token.is_none() && !push {
+            return Err(ConfigError::Invalid {
+                key: format!("{key}.url"),
+                message: "a Power BI push URL carries key=...; for the REST API \
+                          (/v1.0/myorg/datasets/...) set token"
+                    .into(),
+            });
         }
+        Ok(PowerBi {
+            token: spec.token.clone(),
+        })
     }
 }
 
@@ -183,8 +194,11 @@ mod tests {
 
     #[test]
     fn rest_mode_wraps_rows_and_sends_the_token() {
-        let c: SinkConfig = toml::from_str("name = \"p\"\nkind = \"powerbi\"\nurl = \"https://api.powerbi.com/v1.0/myorg/datasets/d/tables/t/rows\"\ntoken = \"tok\"").unwrap();
-        let out = PowerBi::new(&c)
+        let crate::config::SinkSpec::Powerbi(c) = crate::sinks::testing::spec("name = \"p\"\nkind = \"powerbi\"\nurl = \"https://api.powerbi.com/v1.0/myorg/datasets/d/tables/t/rows\"\ntoken = \"tok\"") else {
+            panic!("not a powerbi sink")
+        };
+        let out = PowerBi::new("sinks[0]", &c)
+            .unwrap()
             .render(&claimed(Sample::Portal, "portal", "d"))
             .unwrap();
         let v: Value = serde_json::from_slice(&out.body).unwrap();

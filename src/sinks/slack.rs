@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::answer::classify_status;
 use super::template::{single_template, Templates};
 use super::{answer_word, Answer, HttpKind, Outbound};
-use crate::config::{ConfigError, SinkConfig};
+use crate::config::{ConfigError, SlackSpec};
 use crate::domain::delivery::Verdict;
 use crate::store::Claimed;
 
@@ -31,11 +31,11 @@ pub struct Slack {
 impl Slack {
     /// Compiles and test-renders the sink's template; `key` names the sink
     /// in errors (`sinks[2]`).
-    pub fn new(key: &str, c: &SinkConfig) -> Result<Slack, ConfigError> {
+    pub fn new(key: &str, spec: &SlackSpec) -> Result<Slack, ConfigError> {
         let templates = single_template(
             key,
             BODY,
-            c.template.as_deref(),
+            spec.template.as_deref(),
             DEFAULT_TEMPLATE,
             check_body,
         )?;
@@ -125,11 +125,17 @@ mod tests {
         }
     }
 
+    fn slack_spec(text: &str) -> SlackSpec {
+        match crate::sinks::testing::spec(text) {
+            crate::config::SinkSpec::Slack(s) => s,
+            other => panic!("not a slack sink: {other:?}"),
+        }
+    }
+
     fn sink() -> Slack {
-        let c: SinkConfig = toml::from_str(
+        let c = slack_spec(
             "name = \"s\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"",
-        )
-        .unwrap();
+        );
         Slack::new("sinks[0]", &c).unwrap()
     }
 
@@ -177,10 +183,9 @@ mod tests {
 
     #[test]
     fn template_without_text_is_a_config_error() {
-        let c: SinkConfig = toml::from_str(
+        let c = slack_spec(
             "name = \"s\"\nkind = \"slack\"\nurl = \"https://x/\"\ntemplate = '{\"blocks\": []}'",
-        )
-        .unwrap();
+        );
         let e = Slack::new("sinks[3]", &c).err().unwrap().to_string();
         assert!(e.starts_with("sinks[3].template: "), "{e}");
         assert!(e.contains("\"text\""), "{e}");

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::answer::classify_status;
 use super::template::{single_template, Templates};
 use super::{answer_word, Answer, HttpKind, Outbound};
-use crate::config::{ConfigError, SinkConfig};
+use crate::config::{ConfigError, TeamsSpec};
 use crate::domain::delivery::Verdict;
 use crate::store::Claimed;
 
@@ -35,11 +35,11 @@ pub struct Teams {
 
 impl Teams {
     /// Compiles and test-renders the sink's template.
-    pub fn new(key: &str, c: &SinkConfig) -> Result<Teams, ConfigError> {
+    pub fn new(key: &str, spec: &TeamsSpec) -> Result<Teams, ConfigError> {
         let templates = single_template(
             key,
             BODY,
-            c.template.as_deref(),
+            spec.template.as_deref(),
             DEFAULT_TEMPLATE,
             check_body,
         )?;
@@ -136,10 +136,11 @@ mod tests {
 
     #[test]
     fn legacy_429_in_a_200_is_retried() {
-        let c: SinkConfig = toml::from_str(
+        let crate::config::SinkSpec::Teams(c) = crate::sinks::testing::spec(
             "name = \"t\"\nkind = \"teams\"\nurl = \"https://x.webhook.office.com/webhookb2/a\"",
-        )
-        .unwrap();
+        ) else {
+            panic!("not a teams sink")
+        };
         let t = Teams::new("sinks[0]", &c).unwrap();
         assert_eq!(t.classify(&answer(202, "")), Verdict::Delivered);
         assert_eq!(t.classify(&answer(200, "1")), Verdict::Delivered);

@@ -155,7 +155,7 @@ pub fn notice(config: &Config, q: &NoticeQuery) -> Option<NoticeView> {
     let sink = q
         .sink
         .as_deref()
-        .filter(|s| config.sinks.iter().any(|c| c.name == *s))
+        .filter(|s| config.sinks.iter().any(|c| c.name() == *s))
         .unwrap_or("the sink")
         .to_string();
     let id = q.id.clone().filter(|s| is_id(s));
