@@ -23,7 +23,7 @@ mod rows;
 
 use async_trait::async_trait;
 
-pub use query::{arguments, Param, Query};
+pub use query::{fetch_with, write_with, Param, Query};
 pub use rows::*;
 
 use super::{

@@ -105,3 +105,60 @@ where
     }
     Ok(args)
 }
+
+/// Runs `q` on `executor` and decodes its rows as `T`: the whole of a
+/// backend's [`super::Fetch`], written once.
+pub async fn fetch_with<'q, 'e, DB, E, T>(executor: E, q: &'q Query) -> Result<Vec<T>, sqlx::Error>
+where
+    DB: Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    T: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
+    i64: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    'q: 'e,
+{
+    let args = arguments::<DB>(q)?;
+    sqlx::query_as_with(&q.sql, args).fetch_all(executor).await
+}
+
+/// Runs `q` on `executor`; rows affected: the whole of a backend's
+/// [`super::Write::write`], written once.
+pub async fn write_with<'q, 'e, DB, E>(executor: E, q: &'q Query) -> Result<u64, sqlx::Error>
+where
+    DB: Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    <DB as Database>::QueryResult: RowsAffected,
+    'q: 'e,
+{
+    let args = arguments::<DB>(q)?;
+    Ok(sqlx::query_with(&q.sql, args)
+        .execute(executor)
+        .await?
+        .affected())
+}
+
+/// The rows-affected count of either backend's query result.
+pub trait RowsAffected {
+    /// How many rows the statement changed.
+    fn affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 
 use super::*;
@@ -289,10 +289,7 @@ where
     T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin + 'static,
 {
     async fn fetch(&self, q: &catalog::Query) -> Result<Vec<T>, StoreError> {
-        let args = catalog::arguments::<Postgres>(q)?;
-        Ok(sqlx::query_as_with(&q.sql, args)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(catalog::fetch_with(&self.pool, q).await?)
     }
 }
 
@@ -301,11 +298,7 @@ impl catalog::Write for PgStore {
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     async fn write(&self, q: &catalog::Query) -> Result<u64, StoreError> {
-        let args = catalog::arguments::<Postgres>(q)?;
-        Ok(sqlx::query_with(&q.sql, args)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(catalog::write_with(&self.pool, q).await?)
     }
 
     async fn requeued(&self) {

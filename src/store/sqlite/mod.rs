@@ -119,10 +119,7 @@ where
     T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin + 'static,
 {
     async fn fetch(&self, q: &catalog::Query) -> Result<Vec<T>, StoreError> {
-        let args = catalog::arguments::<Sqlite>(q)?;
-        Ok(sqlx::query_as_with(&q.sql, args)
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(catalog::fetch_with(&self.reader, q).await?)
     }
 }
 
@@ -131,11 +128,7 @@ impl catalog::Write for SqliteStore {
     const SKIP_LOCKED: &'static str = "";
 
     async fn write(&self, q: &catalog::Query) -> Result<u64, StoreError> {
-        let args = catalog::arguments::<Sqlite>(q)?;
-        Ok(sqlx::query_with(&q.sql, args)
-            .execute(&mut *self.writer.conn().await?)
-            .await?
-            .rows_affected())
+        Ok(catalog::write_with(&mut *self.writer.conn().await?, q).await?)
     }
 }
 
