@@ -416,45 +416,38 @@ pub async fn retry_delivery(
     Ok(Json(retry(&st, &id).await?))
 }
 
-/// Turns replay options (from the API, the page or the CLI) into a store filter.
-#[allow(clippy::too_many_arguments)]
-pub fn replay_filter(
-    config: &Config,
-    status: Option<&str>,
-    sink: Option<String>,
-    source: Option<String>,
-    since: Option<&str>,
-    until: Option<&str>,
-    event: Option<&str>,
-    dry_run: bool,
-) -> Result<ReplayFilter, AdminError> {
+/// Turns replay options (the API's body, also built by the page and the
+/// CLI) into a store filter, checking each against the configuration.
+pub fn replay_filter(config: &Config, r: &ReplayBody) -> Result<ReplayFilter, AdminError> {
     let now = now_ms();
-    let status = parse_status(status.unwrap_or("dead"))?;
+    let status = parse_status(r.status.as_deref().unwrap_or("dead"))?;
     if !matches!(status, Status::Dead | Status::Delivered) {
         return Err(AdminError::BadRequest(
             "replay takes status dead or delivered".into(),
         ));
     }
-    if let Some(s) = &sink {
+    if let Some(s) = &r.sink {
         if config.sink(s).is_none() {
             return Err(AdminError::BadRequest(format!("no sink named {s:?}")));
         }
     }
-    if let Some(s) = &source {
+    if let Some(s) = &r.source {
         if config.source(s).is_none() {
             return Err(AdminError::BadRequest(format!("no source named {s:?}")));
         }
     }
     Ok(ReplayFilter {
         status,
-        sink,
-        source,
-        since: parse_when("since", since, now)?,
-        until: parse_when("until", until, now)?,
-        event: event
+        sink: r.sink.clone(),
+        source: r.source.clone(),
+        since: parse_when("since", r.since.as_deref(), now)?,
+        until: parse_when("until", r.until.as_deref(), now)?,
+        event: r
+            .event
+            .as_deref()
             .map(|e| Pattern::parse(e).map_err(|m| AdminError::BadRequest(format!("event: {m}"))))
             .transpose()?,
-        dry_run,
+        dry_run: r.dry_run,
     })
 }
 
@@ -501,15 +494,6 @@ pub async fn replay(
     api_when("since", b.since.as_deref(), now)?;
     api_when("until", b.until.as_deref(), now)?;
     api_event(b.event.as_deref())?;
-    let f = replay_filter(
-        &st.config,
-        b.status.as_deref(),
-        b.sink,
-        b.source,
-        b.since.as_deref(),
-        b.until.as_deref(),
-        b.event.as_deref(),
-        b.dry_run,
-    )?;
+    let f = replay_filter(&st.config, &b)?;
     Ok(Json(run_replay(&st, &f).await?))
 }

@@ -192,17 +192,17 @@ async fn list(
 }
 
 async fn replay(config: &Config, a: ReplayArgs) -> Result<(), Failure> {
-    let f = crate::admin::replay_filter(
-        config,
-        Some(&a.status),
-        a.sink,
-        a.source,
-        a.since.as_deref(),
-        a.until.as_deref(),
-        a.event.as_deref(),
-        a.dry_run,
-    )
-    .map_err(|e| Failure::Usage(e.to_string()))?;
+    let request = crate::admin::api::ReplayBody {
+        status: Some(a.status.clone()),
+        sink: a.sink.clone(),
+        source: a.source.clone(),
+        since: a.since.clone(),
+        until: a.until.clone(),
+        event: a.event.clone(),
+        dry_run: a.dry_run,
+    };
+    let f =
+        crate::admin::replay_filter(config, &request).map_err(|e| Failure::Usage(e.to_string()))?;
     let store = open(config).await?;
     // Over several sinks, say how many each one gets (counted first, so a
     // dry run shows exactly what a real run would touch).

@@ -144,16 +144,11 @@ pub(super) async fn replay(
             &AdminError::NotFound(format!("no sink named {name:?}")),
         );
     }
-    let filter = match api::replay_filter(
-        &st.config,
-        Some("dead"),
-        Some(name.clone()),
-        None,
-        None,
-        None,
-        None,
-        false,
-    ) {
+    let every_dead = api::ReplayBody {
+        sink: Some(name.clone()),
+        ..Default::default()
+    };
+    let filter = match api::replay_filter(&st.config, &every_dead) {
         Ok(f) => f,
         Err(e) => return failed(back, &e),
     };
