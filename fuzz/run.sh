@@ -3,8 +3,8 @@
 #
 #   bash fuzz/run.sh [seconds-per-target] [target ...]
 #
-# Default: 15 s for each of signature, form, normalise and config (about a
-# minute of fuzzing, plus the build: about 6 minutes the first time on a
+# Default: 15 s for each of signature, form, normalise, config and accepted
+# (about 75 s of fuzzing, plus the build: about 6 minutes the first time on a
 # 2-core machine, seconds after that). Exits non-zero when any target
 # crashes, fails one of its assertions, runs out of memory or hangs on one
 # input; the failing input is kept under fuzz/artifacts/<target>/ and
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 secs="${1:-15}"
 shift || true
-if [ "$#" -gt 0 ]; then targets=("$@"); else targets=(signature form normalise config); fi
+if [ "$#" -gt 0 ]; then targets=("$@"); else targets=(signature form normalise config accepted); fi
 
 export RUSTC_BOOTSTRAP=1
 # Its own directory beside the main build's: instrumented artifacts never
