@@ -62,7 +62,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use common::*;
-use hookrelay::event::MAX_TIME_MS;
+use hookrelay::domain::event::MAX_TIME_MS;
 use hookrelay::ingress::payload::{nesting, MAX_NESTING};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};

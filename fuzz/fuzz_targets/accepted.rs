@@ -21,8 +21,8 @@
 
 use std::sync::OnceLock;
 
-use hookrelay::config::SinkConfig;
-use hookrelay::event::{decode_events, encode_events, is_http_url, Event, EventOrigin};
+use hookrelay::config::{RawSink, SinkSpec};
+use hookrelay::domain::event::{decode_events, encode_events, is_http_url, Event, EventOrigin};
 use hookrelay::ingress::payload::{
     check_encoded, normalise_within, parse_json, take_body_secret, Limits,
 };
@@ -54,11 +54,22 @@ struct Kinds {
     email: Email,
 }
 
-fn sink(kind: &str, url: &str, extra: &str) -> SinkConfig {
-    toml::from_str(&format!(
+fn sink(kind: &str, url: &str, extra: &str) -> SinkSpec {
+    let raw: RawSink = toml::from_str(&format!(
         "name = \"out\"\nkind = \"{kind}\"\nurl = \"{url}\"\n{extra}"
     ))
-    .expect("fuzz sink config")
+    .expect("fuzz sink config");
+    SinkSpec::try_from(raw).expect("fuzz sink spec")
+}
+
+/// The spec of one kind, by its variant.
+macro_rules! spec {
+    ($variant:ident, $kind:expr, $url:expr, $extra:expr) => {
+        match sink($kind, $url, $extra) {
+            SinkSpec::$variant(s) => s,
+            other => panic!("{other:?}"),
+        }
+    };
 }
 
 /// Compiled once: every kind test-renders its templates when built.
@@ -72,27 +83,40 @@ fn kinds() -> &'static Kinds {
             "from = \"relay@example.org\"\nto = [\"gis@example.org\"]",
         );
         let policy = email.policy(&Default::default());
+        let SinkSpec::Email(email) = email else {
+            panic!("an email spec");
+        };
         Kinds {
-            slack: Slack::new("sinks[0]", &sink("slack", url, "")).unwrap(),
-            teams: Teams::new("sinks[0]", &sink("teams", url, "")).unwrap(),
-            powerbi_push: PowerBi::new(&sink("powerbi", url, "")),
-            powerbi_rest: PowerBi::new(&sink("powerbi", url, "token = \"t\"")),
-            flow: PowerAutomate::new(&sink("power-automate", url, "")).unwrap(),
+            slack: Slack::new("sinks[0]", &spec!(Slack, "slack", url, "")).unwrap(),
+            teams: Teams::new("sinks[0]", &spec!(Teams, "teams", url, "")).unwrap(),
+            powerbi_push: PowerBi::new("sinks[0]", &spec!(Powerbi, "powerbi", url, "")).unwrap(),
+            powerbi_rest: PowerBi::new(
+                "sinks[0]",
+                &spec!(Powerbi, "powerbi", url, "token = \"t\""),
+            )
+            .unwrap(),
+            flow: PowerAutomate::new("sinks[0]", &spec!(PowerAutomate, "power-automate", url, ""))
+                .unwrap(),
             notebook: Notebook::new(
                 "sinks[0]",
-                &sink(
+                &spec!(
+                    Notebook,
                     "notebook",
                     url,
-                    "secret = \"0123456789abcdef0123456789abcdef\"",
+                    "secret = \"0123456789abcdef0123456789abcdef\""
                 ),
             )
             .unwrap(),
-            http_original: Http::new(&sink("http", url, "")).unwrap(),
-            http_events: Http::new(&sink(
-                "http",
-                url,
-                "format = \"events\"\nsign = \"github\"\nsecret = \"s3cret\"",
-            ))
+            http_original: Http::new("sinks[0]", &spec!(Http, "http", url, "")).unwrap(),
+            http_events: Http::new(
+                "sinks[0]",
+                &spec!(
+                    Http,
+                    "http",
+                    url,
+                    "format = \"events\"\nsign = \"github\"\nsecret = \"s3cret\""
+                ),
+            )
             .unwrap(),
             email: Email::new("sinks[0]", &email, &policy).unwrap(),
         }
