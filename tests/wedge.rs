@@ -246,13 +246,18 @@ async fn many_events_and_large_shared_properties_stay_bounded(b: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(m["events"].as_array().unwrap().len(), 900);
+    // Written out per event the property would make a 45 MB answer: the
+    // detail shows the events that fit in its bound and says so.
+    let shown = m["events"].as_array().unwrap().len();
+    assert!((100..900).contains(&shown), "{shown} events shown");
     assert_eq!(
-        m["events"][899]["properties"]["blob"]
-            .as_str()
-            .unwrap()
-            .len(),
+        m["events"][0]["properties"]["blob"].as_str().unwrap().len(),
         50_000
+    );
+    assert!(
+        m["events_error"].as_str().unwrap().contains("900 events"),
+        "{}",
+        m["events_error"]
     );
     // A Portal webhook name copied into 900 events: over the expansion bound.
     let big_name = serde_json::to_vec(&json!({

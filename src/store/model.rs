@@ -199,7 +199,8 @@ pub struct MessageDetail {
     /// Normalised events.
     #[schema(value_type = Vec<crate::domain::event::EventDoc>)]
     pub events: Vec<Event>,
-    /// Why `events` is empty when the stored events could not be read back.
+    /// Why `events` is empty (the stored events could not be read back) or
+    /// shorter than the message's (too large written out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_error: Option<String>,
     /// Deliveries with their attempts.
