@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::store::SinkStats;
+use crate::store::{Millis, SinkName, SinkStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceOutcome {
@@ -245,7 +245,7 @@ impl Metrics {
 
     /// Refreshes the gauges from a fresh look at the store and sink states,
     /// just before a scrape. `states` holds each configured sink's state word.
-    pub fn refresh(&self, stats: &[SinkStats], states: &[(String, &'static str)], now: i64) {
+    pub fn refresh(&self, stats: &[SinkStats], states: &[(SinkName, &'static str)], now: Millis) {
         for (sink, current) in states {
             let s = stats.iter().find(|s| &s.sink == sink);
             let by = |f: fn(&SinkStats) -> u64| s.map(f).unwrap_or(0) as i64;
@@ -257,25 +257,29 @@ impl Metrics {
             ] {
                 self.queue
                     .get_or_create(&SinkStatus {
-                        sink: sink.clone(),
+                        sink: sink.to_string(),
                         status,
                     })
                     .set(v);
             }
             let age = s
                 .and_then(|s| s.oldest_pending_at)
-                .map(|t| ((now - t).max(0)) as f64 / 1000.0)
+                .map(|t| now.since(t).as_secs_f64())
                 .unwrap_or(0.0);
             self.oldest
-                .get_or_create(&SinkLabel { sink: sink.clone() })
+                .get_or_create(&SinkLabel {
+                    sink: sink.to_string(),
+                })
                 .set(age);
             self.overdue
-                .get_or_create(&SinkLabel { sink: sink.clone() })
+                .get_or_create(&SinkLabel {
+                    sink: sink.to_string(),
+                })
                 .set(by(|s| s.overdue_in_flight));
             for state in ["active", "circuit_open", "paused"] {
                 self.state
                     .get_or_create(&SinkState {
-                        sink: sink.clone(),
+                        sink: sink.to_string(),
                         state,
                     })
                     .set((state == *current) as i64);

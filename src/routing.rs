@@ -15,12 +15,13 @@ use std::collections::HashSet;
 
 use crate::config::Config;
 use crate::domain::event::Event;
+use crate::domain::ids::SinkName;
 pub use crate::domain::pattern::Pattern;
 
 /// A sink's compiled routing rule.
 #[derive(Debug, Clone)]
 struct SinkRoute {
-    name: String,
+    name: SinkName,
     sources: Option<HashSet<String>>,
     patterns: Option<Vec<Pattern>>,
 }
@@ -38,7 +39,7 @@ impl RouteTable {
             .sinks
             .iter()
             .map(|s| SinkRoute {
-                name: s.name().to_string(),
+                name: SinkName::from(s.name()),
                 sources: s
                     .common()
                     .sources
@@ -56,7 +57,7 @@ impl RouteTable {
 
     /// For each sink that takes at least one of the events: its name and the
     /// indexes of the events it takes.
-    pub fn route(&self, source: &str, events: &[Event]) -> Vec<(String, Vec<usize>)> {
+    pub fn route(&self, source: &str, events: &[Event]) -> Vec<(SinkName, Vec<usize>)> {
         let mut out = Vec::new();
         for s in &self.sinks {
             if let Some(srcs) = &s.sources {

@@ -615,7 +615,7 @@ async fn replay_reports_progress_per_chunk(b: Backend) {
     let now = now_ms();
     let batch: Vec<NewMessage> = (0..1200)
         .map(|i| NewMessage {
-            id: hookrelay::store::new_id(),
+            id: uuid::Uuid::now_v7().to_string().into(),
             source: "portal".into(),
             received_at: now,
             content_type: "application/json".into(),
@@ -625,7 +625,7 @@ async fn replay_reports_progress_per_chunk(b: Backend) {
             dedupe_key: format!("k{i}"),
             dedupe_window_ms: 0,
             deliveries: vec![NewDelivery {
-                id: hookrelay::store::new_id(),
+                id: uuid::Uuid::now_v7().to_string().into(),
                 sink: "out".into(),
                 events: "[]".into(),
             }],

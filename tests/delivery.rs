@@ -425,7 +425,10 @@ async fn expired_lease_is_claimed_again(b: Backend) {
     let store = app.relay().store.clone();
     let now = now_ms();
     // A worker claims and dies without completing.
-    let claimed = store.claim("out", 10, now, now + 5_000).await.unwrap();
+    let claimed = store
+        .claim(&"out".into(), 10, now, now + 5_000)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(app.deliveries("status=in_flight").await.len(), 1);
     let d = app.relay().dispatcher.clone();
@@ -491,7 +494,7 @@ async fn retention_purges_finished_messages(b: Backend) {
         .purge(&PurgeCutoffs {
             delivered_before: now,
             dead_before: now - 3_600_000,
-            dedupe_before: 0,
+            dedupe_before: hookrelay::store::Millis(0),
         })
         .await
         .unwrap();

@@ -28,6 +28,7 @@ use hookrelay::dispatch::retry::{backoff_cap, backoff_delay, next_state, Verdict
 use hookrelay::domain::event::{Event, EventOrigin};
 use hookrelay::domain::pattern::Pattern;
 use hookrelay::sinks::answer::parse_retry_after;
+use hookrelay::store::Millis;
 use hookrelay::store::NextState;
 use proptest::prelude::*;
 
@@ -373,7 +374,7 @@ proptest! {
     ) {
         let now = cycle.saturating_add(elapsed);
         let after = retry_after.map(Duration::from_millis);
-        let got = next_state(&p, Verdict::Retry { after }, attempts, cycle, now, jitter);
+        let got = next_state(&p, Verdict::Retry { after }, attempts, Millis(cycle), Millis(now), jitter);
         let deadline = cycle.saturating_add(ms(p.max_age));
         if attempts >= p.max_attempts {
             prop_assert_eq!(got, NextState::Dead, "alive at max_attempts");
@@ -388,6 +389,7 @@ proptest! {
         let want_at = now.saturating_add(ms(delay));
         match got {
             NextState::Retry { at } => {
+                let at = at.get();
                 prop_assert!(at <= deadline, "retry at {} past the deadline {}", at, deadline);
                 prop_assert!(at >= now, "retry at {} before now {}", at, now);
                 prop_assert_eq!(at, want_at);
@@ -404,7 +406,7 @@ proptest! {
     #[test]
     fn full_delays_grow_with_attempts(p in any_policy(), n in 1u32..60) {
         // With the largest draw, consecutive retries are spaced non-decreasingly.
-        let at = |k| next_state(&policy_forever(&p), Verdict::Retry { after: None }, k, 0, 0, 1.0);
+        let at = |k| next_state(&policy_forever(&p), Verdict::Retry { after: None }, k, Millis(0), Millis(0), 1.0);
         match (at(n), at(n + 1)) {
             (NextState::Retry { at: a }, NextState::Retry { at: b }) => prop_assert!(a <= b, "{} > {}", a, b),
             other => prop_assert!(false, "{:?}", other),
@@ -413,8 +415,8 @@ proptest! {
 
     #[test]
     fn delivered_and_permanent_are_final(p in any_policy(), attempts in 0u32..100, now in any::<i64>(), jitter in any::<f64>()) {
-        prop_assert_eq!(next_state(&p, Verdict::Delivered, attempts, 0, now, jitter), NextState::Delivered);
-        prop_assert_eq!(next_state(&p, Verdict::Permanent, attempts, 0, now, jitter), NextState::Dead);
+        prop_assert_eq!(next_state(&p, Verdict::Delivered, attempts, Millis(0), Millis(now), jitter), NextState::Delivered);
+        prop_assert_eq!(next_state(&p, Verdict::Permanent, attempts, Millis(0), Millis(now), jitter), NextState::Dead);
     }
 
     #[test]

@@ -43,10 +43,10 @@ fn claimed(name: &str) -> Claimed {
     let events = normalise(&parse_json(&json).unwrap(), false).unwrap();
     Claimed {
         id: "0193a0c0-0000-7000-8000-000000000001".into(),
-        lease_token: String::new(),
+        lease_token: "".into(),
         sink: "out".into(),
         attempts: 0,
-        cycle_started_at: 1_730_400_000_000,
+        cycle_started_at: hookrelay::store::Millis(1_730_400_000_000),
         message_id: "0193a0c0-0000-7000-8000-000000000000".into(),
         source: if name.starts_with("portal") {
             "portal"
@@ -54,7 +54,7 @@ fn claimed(name: &str) -> Claimed {
             "server"
         }
         .into(),
-        received_at: 1_730_400_000_000,
+        received_at: hookrelay::store::Millis(1_730_400_000_000),
         content_type: content_type.into(),
         body: raw,
         matched: (0..events.len()).collect(),
@@ -186,13 +186,13 @@ fn claimed_json(json: serde_json::Value, source: &str) -> Claimed {
     let events = normalise(&json, false).unwrap();
     Claimed {
         id: "0193a0c0-0000-7000-8000-000000000009".into(),
-        lease_token: String::new(),
+        lease_token: "".into(),
         sink: "out".into(),
         attempts: 0,
-        cycle_started_at: 1_730_400_000_000,
+        cycle_started_at: hookrelay::store::Millis(1_730_400_000_000),
         message_id: "0193a0c0-0000-7000-8000-000000000008".into(),
         source: source.into(),
-        received_at: 1_730_400_000_000,
+        received_at: hookrelay::store::Millis(1_730_400_000_000),
         content_type: "application/json".into(),
         body: raw,
         matched: (0..events.len()).collect(),

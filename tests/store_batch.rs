@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use hookrelay::app::RelayOptions;
 use hookrelay::store::{
-    new_id, now_ms, AttemptRecord, Completion, IngestOutcome, NewDelivery, NewMessage, NextState,
+    now_ms, AttemptRecord, Completion, IngestOutcome, Millis, NewDelivery, NewMessage, NextState,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,9 +78,9 @@ both_stores!(
     batched_completion_checks_each_lease,
 );
 
-fn message(source: &str, key: &str, window_ms: i64, now: i64, sinks: &[&str]) -> NewMessage {
+fn message(source: &str, key: &str, window_ms: i64, now: Millis, sinks: &[&str]) -> NewMessage {
     NewMessage {
-        id: new_id(),
+        id: uuid::Uuid::now_v7().to_string().into(),
         source: source.into(),
         received_at: now,
         content_type: "application/json".into(),
@@ -92,7 +92,7 @@ fn message(source: &str, key: &str, window_ms: i64, now: i64, sinks: &[&str]) ->
         deliveries: sinks
             .iter()
             .map(|s| NewDelivery {
-                id: new_id(),
+                id: uuid::Uuid::now_v7().to_string().into(),
                 sink: (*s).into(),
                 events: "[0]".into(),
             })
@@ -190,7 +190,10 @@ async fn large_batches_are_written_whole(b: Backend) {
     assert_eq!(count_rows(&app.backend, "deliveries").await, 2_468);
     assert_eq!(count_rows(&app.backend, "dedupe").await, 1_234);
     // Bodies come back byte for byte through a claim.
-    let claimed = store.claim("copy", 2_000, now, now + 60_000).await.unwrap();
+    let claimed = store
+        .claim(&"copy".into(), 2_000, now, now + 60_000)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1_234);
     for c in &claimed {
         let m = batch.iter().find(|m| m.id == c.message_id).unwrap();
@@ -207,7 +210,10 @@ async fn batched_completion_checks_each_lease(b: Backend) {
         .map(|i| message("portal", &format!("k{i}"), 0, now, &["out"]))
         .collect();
     store.ingest(&batch, now).await.unwrap();
-    let claimed = store.claim("out", 1_000, now, now + 60_000).await.unwrap();
+    let claimed = store
+        .claim(&"out".into(), 1_000, now, now + 60_000)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 700);
     let attempt = |status: i32| AttemptRecord {
         attempt: 1,

@@ -34,7 +34,7 @@ use hookrelay::sinks::powerbi::{PowerBi, COLUMNS, MAX_VALUE_CHARS};
 use hookrelay::sinks::slack::{self, Slack};
 use hookrelay::sinks::teams::{self, Teams};
 use hookrelay::sinks::HttpKind;
-use hookrelay::store::Claimed;
+use hookrelay::store::{Claimed, Millis};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -131,13 +131,13 @@ fn claimed(body: &[u8], events: Vec<Event>, matched: Vec<usize>) -> Claimed {
     };
     Claimed {
         id: "0193a0c0-0000-7000-8000-000000000001".into(),
-        lease_token: String::new(),
+        lease_token: "".into(),
         sink: "out".into(),
         attempts: 0,
-        cycle_started_at: 1_730_400_000_000,
+        cycle_started_at: Millis(1_730_400_000_000),
         message_id: "0193a0c0-0000-7000-8000-000000000000".into(),
         source: source.into(),
-        received_at: 1_730_400_000_000,
+        received_at: Millis(1_730_400_000_000),
         content_type: "application/json".into(),
         body: body.to_vec(),
         matched,

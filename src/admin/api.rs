@@ -16,13 +16,14 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::dto::{DeliveryDoc, MessageDoc};
 use super::summary::{summarize, SinkSummary};
 use super::{AdminError, AdminState, OpenApiJson};
 use crate::config::Config;
 use crate::domain::pattern::Pattern;
 use crate::store::{
-    now_ms, parse_time, DeliveryFilter, DeliveryRow, MessageDetail, ReplayFilter, RetryResult,
-    Status,
+    now_ms, parse_time, DeliveryFilter, DeliveryId, MessageId, Millis, ReplayFilter, RetryResult,
+    SinkName, Status,
 };
 
 /// Every error answer: a fixed code word and a sentence for people.
@@ -65,7 +66,7 @@ pub struct SinkStateChange {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryPage {
     /// Deliveries, newest first.
-    pub items: Vec<DeliveryRow>,
+    pub items: Vec<DeliveryDoc>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
@@ -191,7 +192,7 @@ pub async fn metrics(State(st): State<Arc<AdminState>>, headers: HeaderMap) -> R
     let now = now_ms();
     match st.store.sink_stats(now).await {
         Ok(stats) => {
-            let states: Vec<(String, &'static str)> = st
+            let states: Vec<(SinkName, &'static str)> = st
                 .sinks
                 .iter()
                 .map(|s| (s.name.clone(), s.state()))
@@ -247,7 +248,9 @@ pub async fn set_pause(
         .get(name)
         .ok_or_else(|| AdminError::NotFound(format!("no sink named {name:?}")))?;
     let reason = paused.then_some("paused by an administrator");
-    st.store.set_paused(name, paused, reason, now_ms()).await?;
+    st.store
+        .set_paused(&sink.name, paused, reason, now_ms())
+        .await?;
     if sink.paused() != paused {
         tracing::info!(sink = %name, state = if paused { "paused" } else { "active" }, "sink state changed");
     }
@@ -292,20 +295,20 @@ pub async fn resume_sink(
 #[utoipa::path(get, path = "/messages/{id}", tag = "messages",
     params(("id" = String, Path, description = "Message id")),
     responses(
-        (status = 200, body = MessageDetail),
+        (status = 200, body = MessageDoc),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn get_message(
     State(st): State<Arc<AdminState>>,
     Path(id): Path<String>,
-) -> Result<Json<MessageDetail>, AdminError> {
+) -> Result<Json<MessageDoc>, AdminError> {
     let m = st
         .store
-        .message(&id)
+        .message(&MessageId::from(id.as_str()))
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("no message {id:?}")))?;
-    Ok(Json(m))
+    Ok(Json(m.into()))
 }
 
 fn parse_status(s: &str) -> Result<Status, AdminError> {
@@ -316,7 +319,7 @@ fn parse_status(s: &str) -> Result<Status, AdminError> {
     })
 }
 
-fn parse_when(key: &str, v: Option<&str>, now: i64) -> Result<Option<i64>, AdminError> {
+fn parse_when(key: &str, v: Option<&str>, now: Millis) -> Result<Option<Millis>, AdminError> {
     v.map(|s| parse_time(s, now).map_err(|m| AdminError::BadRequest(format!("{key}: {m}"))))
         .transpose()
 }
@@ -327,7 +330,7 @@ static EVENT_RE: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(super::openapi::EVENT_PATTERN).ok());
 
 /// The API's stricter reading of a time: only what its document promises.
-fn api_when(key: &str, v: Option<&str>, now: i64) -> Result<Option<i64>, AdminError> {
+fn api_when(key: &str, v: Option<&str>, now: Millis) -> Result<Option<Millis>, AdminError> {
     if let Some(s) = v {
         if !TIME_RE.as_ref().is_some_and(|re| re.is_match(s)) {
             return Err(AdminError::BadRequest(format!(
@@ -369,22 +372,27 @@ pub async fn list_deliveries(
     }
     let filter = DeliveryFilter {
         status: q.status.as_deref().map(parse_status).transpose()?,
-        sink: q.sink,
+        sink: q.sink.map(SinkName::from),
         since: api_when("since", q.since.as_deref(), now)?,
         until: api_when("until", q.until.as_deref(), now)?,
         limit,
-        cursor: q.cursor,
+        cursor: q.cursor.map(DeliveryId::from),
     };
     let items = st.store.list_deliveries(&filter).await?;
     let next_cursor = (items.len() == limit)
-        .then(|| items.last().map(|d| d.id.clone()))
+        .then(|| items.last().map(|d| d.id.to_string()))
         .flatten();
+    let items = items.into_iter().map(DeliveryDoc::from).collect();
     Ok(Json(DeliveryPage { items, next_cursor }))
 }
 
 /// Requeues one delivery with fresh attempts and wakes its sink.
 pub async fn retry(st: &AdminState, id: &str) -> Result<RetryAnswer, AdminError> {
-    match st.store.retry_delivery(id, now_ms()).await? {
+    match st
+        .store
+        .retry_delivery(&DeliveryId::from(id), now_ms())
+        .await?
+    {
         RetryResult::Requeued => {
             tracing::info!(delivery = %id, "delivery requeued by an administrator");
             st.wake_all();
@@ -438,8 +446,8 @@ pub fn replay_filter(config: &Config, r: &ReplayBody) -> Result<ReplayFilter, Ad
     }
     Ok(ReplayFilter {
         status,
-        sink: r.sink.clone(),
-        source: r.source.clone(),
+        sink: r.sink.as_deref().map(SinkName::from),
+        source: r.source.as_deref().map(crate::store::SourceName::from),
         since: parse_when("since", r.since.as_deref(), now)?,
         until: parse_when("until", r.until.as_deref(), now)?,
         event: r

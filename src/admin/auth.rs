@@ -43,7 +43,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
 use crate::domain::crypto::hmac_sha256;
-use crate::store::{AdminSession, Store, StoreError};
+use crate::store::{AdminSession, Millis, Store, StoreError};
 
 /// Name of the status page's session cookie.
 pub const SESSION_COOKIE: &str = "hookrelay_session";
@@ -113,19 +113,19 @@ pub fn token_fingerprint(token: &Secret) -> String {
 }
 
 /// Opens a session for a browser that presented `token`, valid until
-/// `now_ms + SESSION_TTL_SECS`; returns the cookie value (the session id).
+/// `now + SESSION_TTL_SECS`; returns the cookie value (the session id).
 pub async fn open_session(
     store: &dyn Store,
     token: &Secret,
-    now_ms: i64,
+    now: Millis,
 ) -> Result<String, StoreError> {
     let id = new_session_id();
     store
         .create_admin_session(&AdminSession {
             id_hash: session_id_hash(&id),
             token_fp: token_fingerprint(token),
-            created_at: now_ms,
-            expires_at: now_ms.saturating_add(SESSION_TTL_SECS * 1000),
+            created_at: now,
+            expires_at: now.after(std::time::Duration::from_secs(SESSION_TTL_SECS as u64)),
         })
         .await?;
     Ok(id)
@@ -137,7 +137,7 @@ pub async fn session_ok(
     store: &dyn Store,
     token: Option<&Secret>,
     value: &str,
-    now_ms: i64,
+    now: Millis,
 ) -> Result<bool, StoreError> {
     let Some(token) = token else {
         return Ok(false);
@@ -146,7 +146,7 @@ pub async fn session_ok(
         return Ok(false);
     }
     let hash = session_id_hash(value);
-    let Some(s) = store.admin_session(&hash, now_ms).await? else {
+    let Some(s) = store.admin_session(&hash, now).await? else {
         return Ok(false);
     };
     if !same(&s.token_fp, &token_fingerprint(token)) {

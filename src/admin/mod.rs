@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dto;
 mod error;
 pub mod exposition;
 mod html;

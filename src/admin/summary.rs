@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::store::{rfc3339, SinkStats};
+use crate::store::{Millis, SinkStats};
 
 /// A sink's kind, state and queue, as the operator sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -73,21 +73,21 @@ pub fn summarize(
                 dead: q.dead,
                 delivered: q.delivered,
                 delivered_last_hour: q.delivered_last_hour,
-                oldest_pending_at: q.oldest_pending_at.map(rfc3339),
-                last_success_at: q.last_success_at.map(rfc3339),
+                oldest_pending_at: q.oldest_pending_at.map(Millis::rfc3339),
+                last_success_at: q.last_success_at.map(Millis::rfc3339),
                 last_error: q.last_error,
-                last_success_ms: q.last_success_at,
+                last_success_ms: q.last_success_at.map(Millis::get),
             }
         })
         .collect()
 }
 
 /// "3 min ago" for a store time, "never" for none.
-pub fn ago(ms: Option<i64>, now: i64) -> String {
+pub fn ago(ms: Option<i64>, now: Millis) -> String {
     let Some(ms) = ms else {
         return "never".into();
     };
-    let s = (now - ms).max(0) / 1000;
+    let s = now.ms_since(Millis(ms)).max(0) / 1000;
     match s {
         0..=59 => format!("{s} s ago"),
         60..=3599 => format!("{} min ago", s / 60),
@@ -108,7 +108,7 @@ pub fn clip(s: &str, max: usize) -> String {
 
 /// The plain-text table `hookrelay sinks` prints: the status page's
 /// columns, one line per sink.
-pub fn text_table(rows: &[SinkSummary], now: i64) -> String {
+pub fn text_table(rows: &[SinkSummary], now: Millis) -> String {
     let mut out = format!(
         "{:<20}  {:<14}  {:<12}  {:>7}  {:>6}  {:>7}  {:<12}  {}\n",
         "SINK", "KIND", "STATE", "PENDING", "DEAD", "LAST 1H", "LAST OK", "LAST ERROR"
@@ -141,13 +141,13 @@ mod tests {
 
     #[test]
     fn ago_reads_naturally() {
-        assert_eq!(ago(None, 0), "never");
-        assert_eq!(ago(Some(0), 5_000), "5 s ago");
-        assert_eq!(ago(Some(0), 120_000), "2 min ago");
-        assert_eq!(ago(Some(0), 7_200_000), "2 h ago");
-        assert_eq!(ago(Some(0), 3 * 86_400_000), "3 d ago");
+        assert_eq!(ago(None, Millis(0)), "never");
+        assert_eq!(ago(Some(0), Millis(5_000)), "5 s ago");
+        assert_eq!(ago(Some(0), Millis(120_000)), "2 min ago");
+        assert_eq!(ago(Some(0), Millis(7_200_000)), "2 h ago");
+        assert_eq!(ago(Some(0), Millis(3 * 86_400_000)), "3 d ago");
         assert_eq!(
-            ago(Some(10), 0),
+            ago(Some(10), Millis(0)),
             "0 s ago",
             "clock skew never shows a negative age"
         );
@@ -176,7 +176,7 @@ mod tests {
             last_error: Some("HTTP 500\nline two".into()),
             last_success_ms: Some(0),
         }];
-        let t = text_table(&rows, 60_000);
+        let t = text_table(&rows, Millis(60_000));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("SINK"));

@@ -25,7 +25,7 @@ use crate::ingress::{self, IngressState};
 use crate::metrics::Metrics;
 use crate::server::{serve, serve_with_tls, ServeOptions};
 use crate::store::batch::Batcher;
-use crate::store::{self, now_ms, PurgeCutoffs, Store, StoreError};
+use crate::store::{self, now_ms, Millis, PurgeCutoffs, Store, StoreError};
 use crate::tls::TlsIngress;
 
 /// Why a relay could not start.
@@ -266,7 +266,7 @@ impl Relay {
 }
 
 /// The cutoffs retention implies at `now`.
-pub fn purge_cutoffs(config: &Config, now: i64) -> PurgeCutoffs {
+pub fn purge_cutoffs(config: &Config, now: Millis) -> PurgeCutoffs {
     let longest_window = config
         .sources
         .iter()
@@ -275,9 +275,9 @@ pub fn purge_cutoffs(config: &Config, now: i64) -> PurgeCutoffs {
         .max()
         .unwrap_or(config.server.dedupe_window);
     PurgeCutoffs {
-        delivered_before: now - config.retention.delivered.as_millis_i64(),
-        dead_before: now - config.retention.dead.as_millis_i64(),
-        dedupe_before: now - longest_window.as_millis_i64(),
+        delivered_before: now.before(config.retention.delivered.0),
+        dead_before: now.before(config.retention.dead.0),
+        dedupe_before: now.before(longest_window.0),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{progress, Cli, Command, DeliveriesCommand, Failure, ReplayArgs, SinksCommand};
 use crate::app::{purge_cutoffs, Relay, RelayOptions};
 use crate::config::{Config, Secret, SignScheme};
-use crate::store::{self, now_ms, parse_time, DeliveryFilter, Status, Store};
+use crate::store::{self, now_ms, parse_time, DeliveryFilter, SinkName, Status, Store};
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
@@ -157,7 +157,7 @@ async fn list(
     let rows = store
         .list_deliveries(&DeliveryFilter {
             status,
-            sink,
+            sink: sink.map(SinkName::from),
             since: t("since", since)?,
             until: t("until", until)?,
             limit,
@@ -166,7 +166,8 @@ async fn list(
         .await?;
     if json {
         for r in &rows {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            let doc = crate::admin::dto::DeliveryDoc::from(r.clone());
+            println!("{}", serde_json::to_string(&doc).unwrap_or_default());
         }
         return Ok(());
     }
@@ -184,7 +185,7 @@ async fn list(
             r.last_status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
-            r.created_at,
+            r.created_at.rfc3339(),
             r.last_error.as_deref().unwrap_or("")
         );
     }
@@ -242,7 +243,9 @@ async fn sinks(config: &Config, cmd: Option<SinksCommand>) -> Result<(), Failure
         return Err(Failure::Usage(format!("no sink named {name:?}")));
     }
     let reason = paused.then_some("paused from the command line");
-    store.set_paused(&name, paused, reason, now_ms()).await?;
+    store
+        .set_paused(&SinkName::from(name.as_str()), paused, reason, now_ms())
+        .await?;
     println!("{name}: {}", if paused { "paused" } else { "resumed" });
     println!("a running relay picks this up at its next restart or through the admin API");
     Ok(())
@@ -281,7 +284,9 @@ fn sign(
                 .map_err(|e| Failure::Runtime(format!("cannot read stdin: {e}")))?;
         }
     }
-    for (k, v) in crate::sinks::sign::signature_headers(scheme, &key, id, now_ms() / 1000, &body) {
+    for (k, v) in
+        crate::sinks::sign::signature_headers(scheme, &key, id, now_ms().get() / 1000, &body)
+    {
         println!("{k}: {v}");
     }
     Ok(())

@@ -137,7 +137,7 @@ pub async fn count_by_sink(
     let mut out = Vec::new();
     for s in &config.sinks {
         let one = ReplayFilter {
-            sink: Some(s.name().to_string()),
+            sink: Some(s.name().into()),
             dry_run: true,
             ..f.clone()
         };

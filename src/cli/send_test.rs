@@ -52,7 +52,7 @@ pub async fn send_test(config: &Config, name: &str, sample: Option<&str>) -> Res
     d.received_at = now;
     d.cycle_started_at = now;
     for e in &mut d.events {
-        e.when = Some(now);
+        e.when = Some(now.get());
     }
     println!("sink:     {} ({})", sink.name, spec.kind().as_str());
     // The URL may carry a key (sig=, key=, a Slack path): never print it whole.

@@ -1,5 +1,5 @@
 //! The per-sink circuit breaker and the ArcGIS-style deactivation policy,
-//! as state machines over caller-supplied times (milliseconds), so tests
+//! as state machines over caller-supplied times ([`Millis`]), so tests
 //! step them without clocks.
 //!
 //! After `failures` consecutive failed attempts the circuit opens: the
@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 use std::time::Duration;
+
+use crate::domain::time::Millis;
 
 /// Circuit settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +30,7 @@ pub enum Gate {
     /// Send exactly one delivery as a probe.
     Probe,
     /// Send nothing until this time.
-    Open { until: i64 },
+    Open { until: Millis },
 }
 
 /// A change worth one log line.
@@ -45,7 +47,7 @@ pub enum Transition {
 pub struct Circuit {
     policy: CircuitPolicy,
     failures: u32,
-    open_until: Option<i64>,
+    open_until: Option<Millis>,
     probing: bool,
 }
 
@@ -66,12 +68,12 @@ impl Circuit {
     }
 
     /// When a held-back delivery should next be looked at.
-    pub fn reopen_at(&self) -> Option<i64> {
+    pub fn reopen_at(&self) -> Option<Millis> {
         self.open_until
     }
 
     /// Asks to send. Hands out at most one probe per interval.
-    pub fn gate(&mut self, now: i64) -> Gate {
+    pub fn gate(&mut self, now: Millis) -> Gate {
         match self.open_until {
             None => Gate::Closed,
             Some(t) if now >= t && !self.probing => {
@@ -80,7 +82,7 @@ impl Circuit {
             }
             Some(t) => Gate::Open {
                 until: if self.probing {
-                    now + self.policy.probe_interval.as_millis() as i64
+                    now.after(self.policy.probe_interval)
                 } else {
                     t
                 },
@@ -91,22 +93,22 @@ impl Circuit {
     /// Records an answer that paces us (429 with `Retry-After`): the sink
     /// is alive, so it neither counts as a failure nor closes the circuit;
     /// an open circuit's next probe waits for the time the sink asked for.
-    pub fn record_paced(&mut self, now: i64, after: Duration) {
+    pub fn record_paced(&mut self, now: Millis, after: Duration) {
         self.probing = false;
         if self.open_until.is_some() {
-            self.open_until = Some(now + after.as_millis().min(i64::MAX as u128) as i64);
+            self.open_until = Some(now.after(after));
         }
     }
 
     /// Records an attempt's result.
-    pub fn record(&mut self, success: bool, now: i64) -> Option<Transition> {
+    pub fn record(&mut self, success: bool, now: Millis) -> Option<Transition> {
         self.probing = false;
         if success {
             self.failures = 0;
             return self.open_until.take().map(|_| Transition::Closed);
         }
         self.failures = self.failures.saturating_add(1);
-        let next = now + self.policy.probe_interval.as_millis() as i64;
+        let next = now.after(self.policy.probe_interval);
         if self.open_until.is_some() {
             self.open_until = Some(next);
             None
@@ -124,8 +126,8 @@ impl Circuit {
 #[derive(Debug)]
 pub struct Deactivation {
     failures: usize,
-    window_ms: i64,
-    recent: VecDeque<i64>,
+    window: Duration,
+    recent: VecDeque<Millis>,
 }
 
 impl Deactivation {
@@ -133,13 +135,13 @@ impl Deactivation {
     pub fn new(failures: u32, window: Duration) -> Deactivation {
         Deactivation {
             failures: failures.max(1) as usize,
-            window_ms: window.as_millis() as i64,
+            window,
             recent: VecDeque::new(),
         }
     }
 
     /// Records an attempt; true when the sink should now be deactivated.
-    pub fn record(&mut self, success: bool, now: i64) -> bool {
+    pub fn record(&mut self, success: bool, now: Millis) -> bool {
         if success {
             self.recent.clear();
             return false;
@@ -148,7 +150,7 @@ impl Deactivation {
         while self
             .recent
             .front()
-            .is_some_and(|t| *t < now - self.window_ms)
+            .is_some_and(|t| *t < now.before(self.window))
         {
             self.recent.pop_front();
         }
@@ -170,38 +172,56 @@ mod tests {
     #[test]
     fn opens_after_consecutive_failures_and_probes() {
         let mut c = Circuit::new(policy());
-        assert_eq!(c.record(false, 0), None);
-        assert_eq!(c.record(true, 1), None, "a success resets the count");
-        assert_eq!(c.record(false, 2), None);
-        assert_eq!(c.record(false, 3), None);
-        assert_eq!(c.record(false, 4), Some(Transition::Opened));
-        assert_eq!(c.gate(5), Gate::Open { until: 30_004 });
-        assert_eq!(c.gate(30_004), Gate::Probe);
+        assert_eq!(c.record(false, Millis(0)), None);
+        assert_eq!(
+            c.record(true, Millis(1)),
+            None,
+            "a success resets the count"
+        );
+        assert_eq!(c.record(false, Millis(2)), None);
+        assert_eq!(c.record(false, Millis(3)), None);
+        assert_eq!(c.record(false, Millis(4)), Some(Transition::Opened));
+        assert_eq!(
+            c.gate(Millis(5)),
+            Gate::Open {
+                until: Millis(30_004)
+            }
+        );
+        assert_eq!(c.gate(Millis(30_004)), Gate::Probe);
         assert!(
-            matches!(c.gate(30_005), Gate::Open { .. }),
+            matches!(c.gate(Millis(30_005)), Gate::Open { .. }),
             "one probe at a time"
         );
-        assert_eq!(c.record(false, 30_010), None, "failed probe: stays open");
-        assert_eq!(c.gate(40_000), Gate::Open { until: 60_010 });
-        assert_eq!(c.gate(60_010), Gate::Probe);
-        assert_eq!(c.record(true, 60_020), Some(Transition::Closed));
-        assert_eq!(c.gate(60_021), Gate::Closed);
+        assert_eq!(
+            c.record(false, Millis(30_010)),
+            None,
+            "failed probe: stays open"
+        );
+        assert_eq!(
+            c.gate(Millis(40_000)),
+            Gate::Open {
+                until: Millis(60_010)
+            }
+        );
+        assert_eq!(c.gate(Millis(60_010)), Gate::Probe);
+        assert_eq!(c.record(true, Millis(60_020)), Some(Transition::Closed));
+        assert_eq!(c.gate(Millis(60_021)), Gate::Closed);
     }
 
     #[test]
     fn deactivates_after_failures_within_window() {
         let day = 86_400_000;
         let mut d = Deactivation::new(3, Duration::from_millis(day as u64));
-        assert!(!d.record(false, 0));
-        assert!(!d.record(false, 1));
-        assert!(!d.record(true, 2));
-        assert!(!d.record(false, 3));
-        assert!(!d.record(false, 4));
+        assert!(!d.record(false, Millis(0)));
+        assert!(!d.record(false, Millis(1)));
+        assert!(!d.record(true, Millis(2)));
+        assert!(!d.record(false, Millis(3)));
+        assert!(!d.record(false, Millis(4)));
         assert!(
-            !d.record(false, 4 + 2 * day),
+            !d.record(false, Millis(4 + 2 * day)),
             "older failures fell out of the window"
         );
-        assert!(!d.record(false, 5 + 2 * day));
-        assert!(d.record(false, 6 + 2 * day));
+        assert!(!d.record(false, Millis(5 + 2 * day)));
+        assert!(d.record(false, Millis(6 + 2 * day)));
     }
 }

@@ -54,17 +54,17 @@ async fn run(batch_rows: usize) {
     let messages: Vec<NewMessage> = ["a", "boom", "c"]
         .iter()
         .map(|body| NewMessage {
-            id: crate::store::new_id(),
+            id: crate::store::MessageId::generate(),
             source: "s".into(),
             received_at: now,
             content_type: "application/json".into(),
             headers: "{}".into(),
             body: body.as_bytes().to_vec(),
             events: "[]".into(),
-            dedupe_key: crate::store::new_id(),
+            dedupe_key: uuid::Uuid::now_v7().to_string(),
             dedupe_window_ms: 0,
             deliveries: vec![NewDelivery {
-                id: crate::store::new_id(),
+                id: crate::store::DeliveryId::generate(),
                 sink: "out".into(),
                 events: "[]".into(),
             }],

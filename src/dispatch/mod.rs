@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::sinks::AttemptOutcome;
 use crate::store::batch::Batcher;
-use crate::store::{now_ms, AttemptRecord, Claimed, Completion, NextState, Store, StoreError};
+use crate::store::{
+    now_ms, AttemptRecord, Claimed, Completion, Millis, NextState, Store, StoreError,
+};
 use circuit::Transition;
 use retry::next_state;
 
@@ -153,7 +155,7 @@ impl Dispatcher {
     /// Feeds an attempt's result to the breaker and the deactivation
     /// policy, logging each state change once. A 429 that says when to come
     /// back is the sink pacing us, not failing: it counts toward neither.
-    async fn record_health(&self, rt: &SinkRuntime, outcome: &AttemptOutcome, now: i64) {
+    async fn record_health(&self, rt: &SinkRuntime, outcome: &AttemptOutcome, now: Millis) {
         if let (Some(429), retry::Verdict::Retry { after: Some(after) }) =
             (outcome.status, outcome.verdict)
         {
@@ -217,7 +219,7 @@ impl Dispatcher {
         &self,
         rt: &SinkRuntime,
         batch: Vec<Claimed>,
-        clock: Option<i64>,
+        clock: Option<Millis>,
     ) -> Vec<Completion> {
         let (defects, batch): (Vec<Claimed>, Vec<Claimed>) =
             batch.into_iter().partition(|d| d.defect.is_some());
@@ -256,7 +258,7 @@ impl Dispatcher {
     /// A delivery whose stored row does not read back: dead at once, with
     /// the reason as its attempt's error (visible, and replayable once the
     /// cause is fixed).
-    fn defective(&self, rt: &SinkRuntime, d: Claimed, clock: Option<i64>) -> Completion {
+    fn defective(&self, rt: &SinkRuntime, d: Claimed, clock: Option<Millis>) -> Completion {
         let now = clock.unwrap_or_else(now_ms);
         let error = d.defect.clone().unwrap_or_default();
         self.metrics.delivery(&rt.name, "dead", 0.0);
@@ -284,7 +286,7 @@ impl Dispatcher {
         &self,
         rt: &SinkRuntime,
         batch: Vec<Claimed>,
-        clock: Option<i64>,
+        clock: Option<Millis>,
     ) -> Result<Vec<Completion>, Vec<Claimed>> {
         if let Some(l) = &rt.limiter {
             l.acquire().await;
@@ -337,13 +339,13 @@ impl Dispatcher {
                 NextState::Delivered => {
                     self.metrics.delivery(&rt.name, "delivered", secs);
                     self.metrics
-                        .end_to_end(&rt.name, (now_ms() - d.received_at).max(0) as f64 / 1000.0);
+                        .end_to_end(&rt.name, now_ms().since(d.received_at).as_secs_f64());
                     tracing::debug!(sink = %rt.name, delivery_id = %d.id, "delivered");
                 }
                 NextState::Retry { at } => {
                     self.metrics.delivery(&rt.name, "retried", secs);
                     tracing::debug!(sink = %rt.name, delivery_id = %d.id, attempt = attempt_no,
-                        retry_in_ms = at - now, error = ?outcome.error, "attempt failed; will retry");
+                        retry_in_ms = at.ms_since(now), error = ?outcome.error, "attempt failed; will retry");
                 }
                 NextState::Dead => {
                     self.metrics.delivery(&rt.name, "dead", secs);
@@ -373,16 +375,16 @@ impl Dispatcher {
     /// Drives every sink one step at time `now`: claims what is due, makes
     /// one attempt each and commits the outcomes. Returns how many attempts
     /// were made. For tests and tools: nothing sleeps, time is the caller's.
-    pub async fn run_once(&self, now: i64) -> Result<usize, StoreError> {
+    pub async fn run_once(&self, now: Millis) -> Result<usize, StoreError> {
         let mut n = 0;
         for rt in self.sinks.iter() {
             if rt.paused() {
                 continue;
             }
-            let lease = lease_for(&rt.policy, 1000).as_millis() as i64;
+            let lease = lease_for(&rt.policy, 1000);
             let mut claimed: VecDeque<Claimed> = self
                 .store
-                .claim(&rt.name, 1000, now, now + lease)
+                .claim(&rt.name, 1000, now, now.after(lease))
                 .await?
                 .into();
             let mut done = Vec::with_capacity(claimed.len());

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::config::DeliveryPolicy;
 pub use crate::domain::delivery::{NextState, Verdict};
+use crate::domain::time::Millis;
 
 /// The un-jittered delay before attempt `n + 1` after `n` failed attempts:
 /// `initial * 2^(n-1)`, capped at `max_backoff`.
@@ -37,13 +38,6 @@ pub fn backoff_delay(policy: &DeliveryPolicy, failed_attempts: u32, jitter: f64)
     cap.mul_f64(j).min(cap)
 }
 
-/// Milliseconds of `d` for the store's i64 clock, saturating: a duration
-/// the config allows ("500000000years") must not wrap to a negative delay
-/// or deadline.
-fn millis_i64(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// Decides where a delivery goes after an attempt.
 ///
 /// * `attempts_made` counts this attempt (1 after the first).
@@ -55,8 +49,8 @@ pub fn next_state(
     policy: &DeliveryPolicy,
     verdict: Verdict,
     attempts_made: u32,
-    cycle_started_at: i64,
-    now: i64,
+    cycle_started_at: Millis,
+    now: Millis,
     jitter: f64,
 ) -> NextState {
     match verdict {
@@ -70,8 +64,10 @@ pub fn next_state(
                 Some(a) => a.min(policy.max_backoff),
                 None => backoff_delay(policy, attempts_made, jitter),
             };
-            let at = now.saturating_add(millis_i64(delay));
-            let deadline = cycle_started_at.saturating_add(millis_i64(policy.max_age));
+            // Saturating (`Millis::add`): a duration the config allows
+            // ("500000000years") must not wrap to a negative delay or deadline.
+            let at = now.after(delay);
+            let deadline = cycle_started_at.after(policy.max_age);
             if at > deadline {
                 NextState::Dead
             } else {
@@ -114,15 +110,21 @@ mod tests {
     fn dead_after_max_attempts_or_max_age() {
         let p = policy();
         let r = Verdict::Retry { after: None };
-        assert_eq!(next_state(&p, r, 5, 0, 0, 1.0), NextState::Dead);
         assert_eq!(
-            next_state(&p, r, 1, 0, 1000, 1.0),
-            NextState::Retry { at: 6000 }
+            next_state(&p, r, 5, Millis(0), Millis(0), 1.0),
+            NextState::Dead
+        );
+        assert_eq!(
+            next_state(&p, r, 1, Millis(0), Millis(1000), 1.0),
+            NextState::Retry { at: Millis(6000) }
         );
         // 59 minutes in, a 40 s delay would cross the hour.
-        assert_eq!(next_state(&p, r, 4, 0, 3_590_000, 1.0), NextState::Dead);
         assert_eq!(
-            next_state(&p, Verdict::Permanent, 1, 0, 0, 1.0),
+            next_state(&p, r, 4, Millis(0), Millis(3_590_000), 1.0),
+            NextState::Dead
+        );
+        assert_eq!(
+            next_state(&p, Verdict::Permanent, 1, Millis(0), Millis(0), 1.0),
             NextState::Dead
         );
     }
@@ -134,12 +136,12 @@ mod tests {
             after: Some(Duration::from_secs(s)),
         };
         assert_eq!(
-            next_state(&p, r(7), 1, 0, 0, 0.0),
-            NextState::Retry { at: 7000 }
+            next_state(&p, r(7), 1, Millis(0), Millis(0), 0.0),
+            NextState::Retry { at: Millis(7000) }
         );
         assert_eq!(
-            next_state(&p, r(86_400), 1, 0, 0, 0.0),
-            NextState::Retry { at: 60_000 }
+            next_state(&p, r(86_400), 1, Millis(0), Millis(0), 0.0),
+            NextState::Retry { at: Millis(60_000) }
         );
     }
 }

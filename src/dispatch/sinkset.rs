@@ -11,12 +11,12 @@ use super::circuit::{Circuit, CircuitPolicy, Deactivation, Gate};
 use super::ratelimit::RateLimiter;
 use crate::config::{Config, ConfigError, DeliveryPolicy, SinkKind};
 use crate::sinks::Sink;
-use crate::store::{Store, StoreError};
+use crate::store::{Millis, SinkName, Store, StoreError};
 
 /// A configured sink at run time: how to send, its policy and its switches.
 pub struct SinkRuntime {
     /// Name from the config.
-    pub name: String,
+    pub name: SinkName,
     /// Kind from the config.
     pub kind: SinkKind,
     /// Effective delivery settings.
@@ -67,14 +67,14 @@ impl SinkRuntime {
         self.circuit.lock().map(|c| c.is_open()).unwrap_or(false)
     }
 
-    pub(super) fn gate(&self, now: i64) -> Gate {
+    pub(super) fn gate(&self, now: Millis) -> Gate {
         self.circuit
             .lock()
             .map(|mut c| c.gate(now))
             .unwrap_or(Gate::Closed)
     }
 
-    pub(super) fn reopen_at(&self) -> Option<i64> {
+    pub(super) fn reopen_at(&self) -> Option<Millis> {
         self.circuit.lock().ok().and_then(|c| c.reopen_at())
     }
 }
@@ -93,7 +93,7 @@ impl SinkSet {
             let policy = c.policy(&config.delivery);
             let sink = crate::sinks::build(&format!("sinks[{i}]"), c, &config.delivery)?;
             sinks.push(Arc::new(SinkRuntime {
-                name: c.name().to_string(),
+                name: SinkName::from(c.name()),
                 kind: c.kind(),
                 limiter: policy.rate_limit.map(RateLimiter::per_second),
                 circuit: std::sync::Mutex::new(Circuit::new(CircuitPolicy {
@@ -135,7 +135,7 @@ impl SinkSet {
             // Only a changed row is applied, so a refresh that read the row
             // just before this process changed it cannot undo that. (By
             // change, not by time: relays' clocks may disagree.)
-            if s.state_seen.swap(row.updated_at, Ordering::AcqRel) == row.updated_at {
+            if s.state_seen.swap(row.updated_at.get(), Ordering::AcqRel) == row.updated_at.get() {
                 continue;
             }
             if s.paused() != row.paused {

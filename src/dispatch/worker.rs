@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::circuit::Gate;
 use super::{Dispatcher, SinkRuntime};
 use crate::config::DeliveryPolicy;
-use crate::store::{now_ms, Claimed, Completion, Lease, NextState};
+use crate::store::{now_ms, Claimed, Completion, Lease, Millis, NextState};
 
 /// Claims this many per round trip: enough to keep `concurrency` attempts
 /// busy between refills, few enough that a lease covers the batch.
@@ -122,9 +122,8 @@ pub(super) fn wait(s: &LoopState) -> Wait {
 }
 
 /// The wait until `due` (a store time) from `now`, at most `poll`.
-fn until(due: Option<i64>, now: i64, poll: Duration) -> Duration {
-    due.map(|t| Duration::from_millis((t - now).max(0) as u64).min(poll))
-        .unwrap_or(poll)
+fn until(due: Option<Millis>, now: Millis, poll: Duration) -> Duration {
+    due.map(|t| t.since(now).min(poll)).unwrap_or(poll)
 }
 
 /// One sink's loop and what it holds between turns.
@@ -150,8 +149,8 @@ pub(super) struct Worker {
     failures: u32,
     /// Deliveries per claim.
     batch: usize,
-    /// Lease length, milliseconds.
-    lease_ms: i64,
+    /// Lease length.
+    lease: Duration,
 }
 
 impl Worker {
@@ -165,7 +164,7 @@ impl Worker {
             batch
         };
         Worker {
-            lease_ms: lease_for(&rt.policy, leased).as_millis() as i64,
+            lease: lease_for(&rt.policy, leased),
             sending: Arc::new(Semaphore::new(rt.policy.concurrency.max(1))),
             dispatcher,
             rt,
@@ -193,7 +192,7 @@ impl Worker {
                 .filter(|d| !d.is_zero());
             let state = LoopState {
                 circuit_reopens_in: match (self.rt.circuit_open(), self.rt.reopen_at()) {
-                    (true, Some(t)) => Some(Duration::from_millis((t - now_ms()).max(0) as u64)),
+                    (true, Some(t)) => Some(t.since(now_ms())),
                     _ => None,
                 },
                 claim_failures: self.failures,
@@ -263,7 +262,7 @@ impl Worker {
         match self
             .dispatcher
             .store
-            .claim(&rt.name, want, now, now + self.lease_ms)
+            .claim(&rt.name, want, now, now.after(self.lease))
             .await
         {
             Ok(v) => {
@@ -359,7 +358,7 @@ impl Worker {
         }
     }
 
-    async fn defer(&mut self, at: i64) {
+    async fn defer(&mut self, at: Millis) {
         let now = now_ms();
         let batch: Vec<Completion> = self
             .buf
@@ -482,9 +481,15 @@ mod tests {
     #[test]
     fn the_wait_until_due_is_capped_by_the_poll() {
         let poll = Duration::from_secs(1);
-        assert_eq!(until(Some(1_500), 1_000, poll), Duration::from_millis(500));
-        assert_eq!(until(Some(900), 1_000, poll), Duration::ZERO);
-        assert_eq!(until(Some(9_000), 1_000, poll), poll);
-        assert_eq!(until(None, 1_000, poll), poll);
+        assert_eq!(
+            until(Some(Millis(1_500)), Millis(1_000), poll),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            until(Some(Millis(900)), Millis(1_000), poll),
+            Duration::ZERO
+        );
+        assert_eq!(until(Some(Millis(9_000)), Millis(1_000), poll), poll);
+        assert_eq!(until(None, Millis(1_000), poll), poll);
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::time::Millis;
+
 /// What one attempt's answer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -70,9 +72,9 @@ pub enum NextState {
     /// Done.
     Delivered,
     /// Try again at this time.
-    Retry { at: i64 },
+    Retry { at: Millis },
     /// Give up; keep it for replay.
     Dead,
     /// Not attempted (circuit open, paused): wait until this time without spending an attempt.
-    Defer { at: i64 },
+    Defer { at: Millis },
 }

@@ -30,7 +30,9 @@ use crate::dispatch::SinkSet;
 use crate::metrics::{IngressOutcome, Metrics};
 use crate::routing::RouteTable;
 use crate::store::batch::Batcher;
-use crate::store::{new_id, now_ms, IngestOutcome, NewDelivery, NewMessage};
+use crate::store::{
+    now_ms, DeliveryId, IngestOutcome, MessageId, NewDelivery, NewMessage, SourceName,
+};
 pub use error::IngressError;
 use payload::{BodyFormat, BodySecret};
 
@@ -261,8 +263,8 @@ async fn accept(
     });
     let window = src.dedupe_window.unwrap_or(st.config.server.dedupe_window);
     let msg = NewMessage {
-        id: new_id(),
-        source: src.name.clone(),
+        id: MessageId::generate(),
+        source: SourceName::from(src.name.as_str()),
         received_at,
         content_type: content_type.unwrap_or("application/json").to_string(),
         headers: kept.to_string(),
@@ -273,7 +275,7 @@ async fn accept(
         deliveries: routed
             .iter()
             .map(|(sink, idx)| NewDelivery {
-                id: new_id(),
+                id: DeliveryId::generate(),
                 sink: sink.clone(),
                 events: serde_json::to_string(idx).unwrap_or_else(|_| "[]".into()),
             })

@@ -25,6 +25,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use super::facts::{clip, context, Trim};
 use super::template::template_config_error;
 use super::template::Templates;
+use super::RenderError;
 use super::{keep, AttemptOutcome, Sink};
 use crate::config::{ConfigError, DeliveryPolicy, EmailSpec, SmtpTls};
 use crate::domain::delivery::Verdict;
@@ -236,9 +237,9 @@ impl Email {
     }
 
     /// Subject, text and HTML for a delivery.
-    pub fn render(&self, d: &Claimed) -> Result<Rendered, String> {
+    pub fn render(&self, d: &Claimed) -> Result<Rendered, RenderError> {
         let ctx = context(d, EMAIL_TRIM);
-        let r = |name: &str| self.templates.render(name, &ctx).map_err(|e| e.message);
+        let r = |name: &str| self.templates.render(name, &ctx).map_err(RenderError::from);
         let subject = r(SUBJECT)?;
         // A header is one line; a template's stray newline must not end it.
         let subject = clip(
@@ -257,7 +258,7 @@ impl Email {
     }
 
     /// The mail for a delivery.
-    pub fn message(&self, d: &Claimed) -> Result<Message, String> {
+    pub fn message(&self, d: &Claimed) -> Result<Message, RenderError> {
         let r = self.render(d)?;
         let mut b = Message::builder()
             .from(self.from.clone())
@@ -279,7 +280,7 @@ impl Email {
             ),
             None => b.singlepart(text),
         };
-        built.map_err(|e| format!("cannot build the mail: {e}"))
+        built.map_err(RenderError::Mail)
     }
 }
 

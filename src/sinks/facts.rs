@@ -361,7 +361,7 @@ pub fn context(d: &Claimed, trim: Trim) -> Context {
     let mut events: Vec<Facts> = matched
         .iter()
         .take(trim.max_events)
-        .map(|e| facts(e, d.received_at))
+        .map(|e| facts(e, d.received_at.get()))
         .collect();
     for f in &mut events {
         if !trim.details {
@@ -390,10 +390,10 @@ pub fn context(d: &Claimed, trim: Trim) -> Context {
         count,
         webhook,
         events,
-        source: d.source.clone(),
-        message_id: d.message_id.clone(),
-        delivery_id: d.id.clone(),
-        received_at: rfc3339_seconds(d.received_at),
+        source: d.source.to_string(),
+        message_id: d.message_id.to_string(),
+        delivery_id: d.id.to_string(),
+        received_at: rfc3339_seconds(d.received_at.get()),
     }
 }
 

@@ -7,7 +7,7 @@ use ::http::Method;
 use serde::Serialize;
 
 use super::sign::{signature_headers, signing_key};
-use super::{HttpKind, Outbound};
+use super::{HttpKind, Outbound, RenderError};
 use crate::config::{ConfigError, HttpFormat, HttpSpec, SignScheme};
 use crate::domain::event::{Event, Props};
 use crate::store::Claimed;
@@ -126,37 +126,37 @@ fn events_len(events: &[&Event]) -> usize {
 
 /// The `format = "events"` body: the events this sink matched, or why it
 /// is not built (over [`MAX_EVENTS_BODY`]).
-pub fn events_body(d: &Claimed) -> Result<Vec<u8>, String> {
+pub fn events_body(d: &Claimed) -> Result<Vec<u8>, RenderError> {
     let events = d.matched_events();
     let size = events_len(&events);
     if size > MAX_EVENTS_BODY {
-        return Err(format!(
+        return Err(RenderError::Refused(format!(
             "the {} events would make a body of about {size} bytes, over the {MAX_EVENTS_BODY}-byte limit of format = \"events\" (format = \"original\" sends the payload as it came)",
             events.len()
-        ));
+        )));
     }
     let doc = EventsBody {
         message_id: &d.message_id,
         delivery_id: &d.id,
         source: &d.source,
-        received_at: crate::store::rfc3339(d.received_at),
+        received_at: d.received_at.rfc3339(),
         events,
     };
-    serde_json::to_vec(&doc).map_err(|e| e.to_string())
+    Ok(serde_json::to_vec(&doc)?)
 }
 
 impl HttpKind for Http {
-    fn render(&self, d: &Claimed) -> Result<Outbound, String> {
+    fn render(&self, d: &Claimed) -> Result<Outbound, RenderError> {
         let (body, content_type) = match self.format {
             HttpFormat::Original => (d.body.clone(), d.content_type.clone()),
             HttpFormat::Events => (events_body(d)?, "application/json".to_string()),
         };
         let mut headers = vec![
             ("content-type".to_string(), content_type),
-            ("webhook-id".to_string(), d.id.clone()),
+            ("webhook-id".to_string(), d.id.to_string()),
         ];
         if let Some((scheme, key)) = &self.sign {
-            let now = crate::store::now_ms() / 1000;
+            let now = crate::store::now_ms().get() / 1000;
             for (k, v) in signature_headers(*scheme, key, &d.id, now, &body) {
                 headers.push((k.to_string(), v));
             }
@@ -182,7 +182,7 @@ mod tests {
             "message_id": d.message_id,
             "delivery_id": d.id,
             "source": d.source,
-            "received_at": crate::store::rfc3339(d.received_at),
+            "received_at": d.received_at.rfc3339(),
             "events": d.matched_events(),
         }))
         .unwrap();
@@ -198,7 +198,7 @@ mod tests {
         };
         d.events = vec![e; 1000];
         d.matched = (0..1000).collect();
-        let err = events_body(&d).unwrap_err();
+        let err = events_body(&d).unwrap_err().to_string();
         assert!(
             err.contains("1000 events") && err.contains("format = \"original\""),
             "{err}"

@@ -6,6 +6,7 @@
 pub mod answer;
 pub mod client;
 pub mod email;
+mod error;
 pub mod facts;
 pub mod http;
 pub mod notebook;
@@ -30,6 +31,7 @@ use crate::config::{
 use crate::domain::delivery::Verdict;
 use crate::store::Claimed;
 use answer::{classify_status, parse_retry_after};
+pub use error::RenderError;
 
 /// The first this-many bytes of an answer are kept with the attempt.
 pub const RESPONSE_KEEP: usize = 1024;
@@ -142,7 +144,7 @@ impl Answer {
 /// The render and classify halves of an HTTP-based sink kind.
 pub trait HttpKind: Send + Sync + 'static {
     /// Builds the request for a delivery, or says why it cannot be built.
-    fn render(&self, d: &Claimed) -> Result<Outbound, String>;
+    fn render(&self, d: &Claimed) -> Result<Outbound, RenderError>;
 
     /// Reads the service's answer. The default is the generic HTTP rule.
     fn classify(&self, a: &Answer) -> Verdict {
@@ -155,10 +157,12 @@ pub trait HttpKind: Send + Sync + 'static {
     }
 
     /// Builds one request for several deliveries (batching kinds only).
-    fn render_batch(&self, ds: &[Claimed]) -> Result<Outbound, String> {
+    fn render_batch(&self, ds: &[Claimed]) -> Result<Outbound, RenderError> {
         match ds {
             [one] => self.render(one),
-            _ => Err("this sink kind sends one delivery per request".into()),
+            _ => Err(RenderError::Refused(
+                "this sink kind sends one delivery per request".into(),
+            )),
         }
     }
 
@@ -225,8 +229,8 @@ impl<K: HttpKind> Sink for HttpSink<K> {
         let mut req = self
             .client
             .request(out.method, self.url.clone())
-            .header("x-hookrelay-delivery", &d.id)
-            .header("x-hookrelay-message", &d.message_id)
+            .header("x-hookrelay-delivery", d.id.as_str())
+            .header("x-hookrelay-message", d.message_id.as_str())
             .header("x-hookrelay-attempt", (d.attempts + 1).to_string())
             .header("x-hookrelay-batch", ds.len().to_string())
             .body(out.body);

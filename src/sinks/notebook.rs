@@ -6,7 +6,7 @@
 
 use base64::Engine;
 
-use super::{HttpKind, Outbound};
+use super::{HttpKind, Outbound, RenderError};
 use crate::config::{ConfigError, NotebookSpec, Secret};
 use crate::domain::crypto::hmac_sha256;
 use crate::store::Claimed;
@@ -72,12 +72,12 @@ impl Notebook {
 }
 
 impl HttpKind for Notebook {
-    fn render(&self, d: &Claimed) -> Result<Outbound, String> {
+    fn render(&self, d: &Claimed) -> Result<Outbound, RenderError> {
         Ok(Outbound {
             method: ::http::Method::POST,
             headers: vec![
                 ("content-type".into(), d.content_type.clone()),
-                ("webhook-id".into(), d.id.clone()),
+                ("webhook-id".into(), d.id.to_string()),
                 (self.header.clone(), self.signature(&d.body)),
             ],
             body: d.body.clone(),

@@ -9,7 +9,7 @@
 //! [`crate::config::redact_url`], and transport errors never include it.
 
 use super::http::Http;
-use super::{HttpKind, Outbound};
+use super::{HttpKind, Outbound, RenderError};
 use crate::config::{ConfigError, HttpFormat, HttpSpec};
 use crate::store::Claimed;
 
@@ -28,7 +28,7 @@ impl PowerAutomate {
 }
 
 impl HttpKind for PowerAutomate {
-    fn render(&self, d: &Claimed) -> Result<Outbound, String> {
+    fn render(&self, d: &Claimed) -> Result<Outbound, RenderError> {
         self.inner.render(d)
     }
 }

@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{answer_word, Answer, HttpKind, Outbound};
+use super::{answer_word, Answer, HttpKind, Outbound, RenderError};
 use crate::config::{ConfigError, PowerBiSpec, Secret};
 use crate::domain::event::EventOrigin;
 use crate::store::Claimed;
@@ -84,7 +84,9 @@ pub fn rows(d: &Claimed) -> Vec<Map<String, Value>> {
             let mut row = Map::new();
             row.insert(
                 "when".into(),
-                Value::String(crate::store::rfc3339(e.when.unwrap_or(d.received_at))),
+                Value::String(
+                    crate::store::Millis(e.when.unwrap_or(d.received_at.get())).rfc3339(),
+                ),
             );
             row.insert("source".into(), cell(&e.source));
             row.insert("operation".into(), cell(&e.operation));
@@ -107,18 +109,18 @@ pub fn rows(d: &Claimed) -> Vec<Map<String, Value>> {
 
 impl PowerBi {
     /// The request body: a bare array (push URL) or `{"rows": [...]}` (REST).
-    pub fn body(&self, d: &Claimed) -> Result<Value, String> {
+    pub fn body(&self, d: &Claimed) -> Result<Value, RenderError> {
         self.batch_body(std::slice::from_ref(d))
     }
 
     /// One body for the rows of several deliveries.
-    pub fn batch_body(&self, ds: &[Claimed]) -> Result<Value, String> {
+    pub fn batch_body(&self, ds: &[Claimed]) -> Result<Value, RenderError> {
         let rows: Vec<_> = ds.iter().flat_map(rows).collect();
         if rows.len() > MAX_ROWS {
-            return Err(format!(
+            return Err(RenderError::Refused(format!(
                 "{} rows, over Power BI's {MAX_ROWS} per request",
                 rows.len()
-            ));
+            )));
         }
         let rows = Value::Array(rows.into_iter().map(Value::Object).collect());
         Ok(match self.token {
@@ -129,7 +131,7 @@ impl PowerBi {
 }
 
 impl HttpKind for PowerBi {
-    fn render(&self, d: &Claimed) -> Result<Outbound, String> {
+    fn render(&self, d: &Claimed) -> Result<Outbound, RenderError> {
         self.render_batch(std::slice::from_ref(d))
     }
 
@@ -140,8 +142,8 @@ impl HttpKind for PowerBi {
         MAX_ROWS
     }
 
-    fn render_batch(&self, ds: &[Claimed]) -> Result<Outbound, String> {
-        let body = serde_json::to_vec(&self.batch_body(ds)?).map_err(|e| e.to_string())?;
+    fn render_batch(&self, ds: &[Claimed]) -> Result<Outbound, RenderError> {
+        let body = serde_json::to_vec(&self.batch_body(ds)?)?;
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         if let Some(t) = &self.token {
             headers.push(("authorization".into(), format!("Bearer {}", t.expose())));

@@ -4,7 +4,7 @@
 
 use crate::domain::event::Event;
 use crate::domain::pattern::Pattern;
-use crate::store::Claimed;
+use crate::store::{Claimed, Millis};
 
 /// A Portal item-share payload, shaped like Esri's documented example.
 pub const PORTAL_SAMPLE: &str = r#"{"info":{"webhookName":"hookrelay send-test","webhookId":"00000000000000000000000000000000","portalURL":"https://portal.example.org/portal/","when":1730385704521},"events":[{"username":"hookrelay-test","userId":"00000000000000000000000000000001","when":1730385704000,"operation":"share","source":"item","id":"6cd80cb32d4a4b4d858a020e57fba7b1","properties":{"sharedToGroups":["Everyone"]}}]}"#;
@@ -68,14 +68,14 @@ impl Sample {
 pub fn claimed(sample: Sample, source: &str, id: &str) -> Claimed {
     let events = sample.events();
     Claimed {
-        id: id.to_string(),
-        lease_token: String::new(),
-        sink: String::new(),
+        id: id.into(),
+        lease_token: "".into(),
+        sink: "".into(),
         attempts: 0,
-        cycle_started_at: 1_730_385_705_000,
-        message_id: format!("{id}-message"),
-        source: source.to_string(),
-        received_at: 1_730_385_705_000,
+        cycle_started_at: Millis(1_730_385_705_000),
+        message_id: format!("{id}-message").into(),
+        source: source.into(),
+        received_at: Millis(1_730_385_705_000),
         content_type: "application/json".to_string(),
         body: sample.body().as_bytes().to_vec(),
         matched: (0..events.len()).collect(),

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::answer::classify_status;
 use super::template::{single_template, Templates};
+use super::RenderError;
 use super::{answer_word, Answer, HttpKind, Outbound};
 use crate::config::{ConfigError, SlackSpec};
 use crate::domain::delivery::Verdict;
@@ -43,12 +44,9 @@ impl Slack {
     }
 
     /// The JSON body for a delivery.
-    pub fn body(&self, d: &Claimed) -> Result<Value, String> {
-        let v = self
-            .templates
-            .render_json(BODY, d, MAX_BYTES)
-            .map_err(|e| e.message)?;
-        check_value(&v)?;
+    pub fn body(&self, d: &Claimed) -> Result<Value, RenderError> {
+        let v = self.templates.render_json(BODY, d, MAX_BYTES)?;
+        check_value(&v).map_err(RenderError::Refused)?;
         Ok(v)
     }
 }
@@ -85,8 +83,8 @@ fn check_body(text: &str) -> Result<(), String> {
 }
 
 impl HttpKind for Slack {
-    fn render(&self, d: &Claimed) -> Result<Outbound, String> {
-        let body = serde_json::to_vec(&self.body(d)?).map_err(|e| e.to_string())?;
+    fn render(&self, d: &Claimed) -> Result<Outbound, RenderError> {
+        let body = serde_json::to_vec(&self.body(d)?)?;
         Ok(Outbound {
             method: ::http::Method::POST,
             headers: vec![("content-type".into(), "application/json".into())],

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::answer::classify_status;
 use super::template::{single_template, Templates};
+use super::RenderError;
 use super::{answer_word, Answer, HttpKind, Outbound};
 use crate::config::{ConfigError, TeamsSpec};
 use crate::domain::delivery::Verdict;
@@ -47,12 +48,9 @@ impl Teams {
     }
 
     /// The message for a delivery, at most [`MAX_BYTES`] as compact JSON.
-    pub fn body(&self, d: &Claimed) -> Result<Value, String> {
-        let v = self
-            .templates
-            .render_json(BODY, d, MAX_BYTES)
-            .map_err(|e| e.message)?;
-        check_value(&v)?;
+    pub fn body(&self, d: &Claimed) -> Result<Value, RenderError> {
+        let v = self.templates.render_json(BODY, d, MAX_BYTES)?;
+        check_value(&v).map_err(RenderError::Refused)?;
         Ok(v)
     }
 }
@@ -95,8 +93,8 @@ fn legacy_status(a: &Answer) -> Option<u16> {
 }
 
 impl HttpKind for Teams {
-    fn render(&self, d: &Claimed) -> Result<Outbound, String> {
-        let body = serde_json::to_vec(&self.body(d)?).map_err(|e| e.to_string())?;
+    fn render(&self, d: &Claimed) -> Result<Outbound, RenderError> {
+        let body = serde_json::to_vec(&self.body(d)?)?;
         Ok(Outbound {
             method: ::http::Method::POST,
             headers: vec![("content-type".into(), "application/json".into())],

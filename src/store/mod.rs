@@ -2,7 +2,7 @@
 //!
 //! [`Store`] is the one interface both backends implement (`sqlite.rs`,
 //! `postgres.rs`); nothing above this module knows which one runs. All times
-//! are milliseconds since the Unix epoch and are passed in by the caller, so
+//! are [`Millis`] (milliseconds since the Unix epoch) passed in by the caller, so
 //! tests can drive the queue through time without sleeping.
 //!
 //! Lease model: claiming a delivery sets `status = in_flight`, a fresh
@@ -70,16 +70,16 @@ pub trait Store: Catalog + Send + Sync + 'static {
     async fn ingest(
         &self,
         batch: &[NewMessage],
-        now: i64,
+        now: Millis,
     ) -> Result<Vec<IngestOutcome>, StoreError>;
 
     /// Claims up to `limit` due deliveries of `sink`, leasing them until `lease_until`.
     async fn claim(
         &self,
-        sink: &str,
+        sink: &SinkName,
         limit: usize,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
     ) -> Result<Vec<Claimed>, StoreError>;
 
     /// Records finished attempts and moves each delivery to its next state,
@@ -88,10 +88,10 @@ pub trait Store: Catalog + Send + Sync + 'static {
     async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError>;
 
     /// Returns leased deliveries to `pending`, due `now`, without spending an attempt.
-    async fn release(&self, leases: &[Lease], now: i64) -> Result<(), StoreError>;
+    async fn release(&self, leases: &[Lease], now: Millis) -> Result<(), StoreError>;
 
     /// Earliest `next_attempt_at` among deliveries of these sinks that could be claimed.
-    async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError>;
+    async fn next_due(&self, sinks: &[SinkName]) -> Result<Option<Millis>, StoreError>;
 
     /// A trivial query: is the store answering?
     async fn ping(&self) -> Result<(), StoreError>;
@@ -99,7 +99,7 @@ pub trait Store: Catalog + Send + Sync + 'static {
     /// Prepares the store to be served: releases leases a crashed process of
     /// this same store left behind, where the backend can know that it is
     /// the only server (SQLite). No-op on shared stores.
-    async fn recover(&self, now: i64) -> Result<u64, StoreError>;
+    async fn recover(&self, now: Millis) -> Result<u64, StoreError>;
 
     /// Closes connections and releases what the store holds (the SQLite
     /// serve lock). Called once at the very end of a relay's shutdown.
@@ -129,18 +129,9 @@ pub async fn open(
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A new time-ordered id (UUIDv7): sorts by creation time as text, which
-/// the delivery list's cursor relies on.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+/// Now, from the system clock.
+pub fn now_ms() -> Millis {
+    Millis::now()
 }
 
 /// Whether any of a message's events (indexes from a delivery) match the
@@ -162,13 +153,13 @@ pub(crate) fn events_match(
 /// an `INTEGER`).
 #[derive(sqlx::FromRow)]
 pub(crate) struct ClaimRow {
-    id: String,
-    message_id: String,
+    id: DeliveryId,
+    message_id: MessageId,
     attempts: i64,
-    cycle_started_at: i64,
+    cycle_started_at: Millis,
     matched: String,
-    source: String,
-    received_at: i64,
+    source: SourceName,
+    received_at: Millis,
     content_type: String,
     body: Vec<u8>,
     events: String,
@@ -179,7 +170,7 @@ impl ClaimRow {
     /// own, so that one row that does not read back never fails its batch:
     /// it comes back with empty events and the reason (see
     /// [`Claimed::defect`]).
-    pub(crate) fn into_claimed(self, lease_token: &str, sink: &str) -> Claimed {
+    pub(crate) fn into_claimed(self, lease_token: &LeaseToken, sink: &SinkName) -> Claimed {
         let events = crate::domain::event::decode_events(&self.events);
         let matched = serde_json::from_str::<Vec<usize>>(&self.matched);
         let (events, matched, defect) = match (events, matched) {
@@ -193,8 +184,8 @@ impl ClaimRow {
         };
         Claimed {
             id: self.id,
-            lease_token: lease_token.to_string(),
-            sink: sink.to_string(),
+            lease_token: lease_token.clone(),
+            sink: sink.clone(),
             attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
             cycle_started_at: self.cycle_started_at,
             message_id: self.message_id,

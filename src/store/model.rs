@@ -1,8 +1,15 @@
 //! Rows going into and out of the store.
 
+//!
+//! The store speaks in domain types (ids, [`Millis`]); how a row is shown
+//! (RFC 3339 times, the OpenAPI schemas) is the admin layer's business
+//! (`admin::dto`).
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain::delivery::{NextState, Status};
+pub use crate::domain::ids::{DeliveryId, LeaseToken, MessageId, SinkName, SourceName};
+pub use crate::domain::time::Millis;
 
 use crate::domain::event::Event;
 
@@ -10,11 +17,11 @@ use crate::domain::event::Event;
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// Time-ordered id.
-    pub id: String,
+    pub id: MessageId,
     /// Source name from the config.
-    pub source: String,
+    pub source: SourceName,
     /// When ingress received it.
-    pub received_at: i64,
+    pub received_at: Millis,
     /// Content type the body was sent with.
     pub content_type: String,
     /// The few request headers worth keeping (never credentials), as JSON.
@@ -35,9 +42,9 @@ pub struct NewMessage {
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
     /// Time-ordered id, also sent to the sink as the delivery id.
-    pub id: String,
+    pub id: DeliveryId,
     /// Sink name.
-    pub sink: String,
+    pub sink: SinkName,
     /// Indexes of the message's events this sink matched, as JSON array.
     pub events: String,
 }
@@ -47,32 +54,32 @@ pub struct NewDelivery {
 pub enum IngestOutcome {
     /// Stored with this many deliveries.
     Accepted {
-        message_id: String,
+        message_id: MessageId,
         deliveries: usize,
     },
     /// Seen within the dedupe window; nothing stored.
-    Duplicate { message_id: String },
+    Duplicate { message_id: MessageId },
 }
 
 /// A delivery handed to a worker, with what it needs to render and send.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     /// Delivery id.
-    pub id: String,
+    pub id: DeliveryId,
     /// Proof of this claim; completion must present it.
-    pub lease_token: String,
+    pub lease_token: LeaseToken,
     /// Sink name.
-    pub sink: String,
+    pub sink: SinkName,
     /// Attempts already made in this cycle.
     pub attempts: u32,
     /// When this delivery was (re)queued: `max_age` counts from here.
-    pub cycle_started_at: i64,
+    pub cycle_started_at: Millis,
     /// Message id.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Message source.
-    pub source: String,
+    pub source: SourceName,
     /// When the message arrived (for end-to-end latency).
-    pub received_at: i64,
+    pub received_at: Millis,
     /// Body content type.
     pub content_type: String,
     /// The body to forward.
@@ -109,18 +116,18 @@ impl Claimed {
 #[derive(Debug, Clone)]
 pub struct Lease {
     /// Delivery id.
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     /// Claim token.
-    pub lease_token: String,
+    pub lease_token: LeaseToken,
 }
 
 /// One finished attempt, as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
     /// 1-based within the delivery's current cycle.
     pub attempt: u32,
     /// When it started.
-    pub started_at: i64,
+    pub started_at: Millis,
     /// How long it took, milliseconds.
     pub duration_ms: i64,
     /// HTTP status (or SMTP reply code) if one came back.
@@ -141,18 +148,18 @@ pub struct Completion {
     /// The delivery's next state.
     pub next: NextState,
     /// Completion time.
-    pub now: i64,
+    pub now: Millis,
 }
 
-/// A delivery as the API and CLI show it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+/// A delivery as stored (`admin::dto` shows it).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRow {
     /// Delivery id.
-    pub id: String,
+    pub id: DeliveryId,
     /// Message id.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Sink name.
-    pub sink: String,
+    pub sink: SinkName,
     /// Current status.
     pub status: Status,
     /// Attempts in the current cycle.
@@ -161,33 +168,33 @@ pub struct DeliveryRow {
     pub last_status: Option<i32>,
     /// Error of the last attempt.
     pub last_error: Option<String>,
-    /// When it is due (for `in_flight`: when its lease ends).
-    pub next_attempt_at: Option<String>,
-    /// Creation time, RFC 3339.
-    pub created_at: String,
-    /// Last change, RFC 3339.
-    pub updated_at: String,
+    /// When it is due (for `in_flight`: when its lease ends); none once
+    /// it is delivered or dead.
+    pub next_attempt_at: Option<Millis>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
 }
 
 /// A delivery with its attempts, inside [`MessageDetail`].
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct DeliveryDetail {
     /// The delivery.
-    #[serde(flatten)]
     pub delivery: DeliveryRow,
     /// Every attempt, oldest first.
     pub attempts_log: Vec<AttemptRecord>,
 }
 
 /// A message with everything about it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct MessageDetail {
     /// Message id.
-    pub id: String,
+    pub id: MessageId,
     /// Source name.
-    pub source: String,
-    /// Arrival, RFC 3339.
-    pub received_at: String,
+    pub source: SourceName,
+    /// Arrival.
+    pub received_at: Millis,
     /// Body content type.
     pub content_type: String,
     /// Kept request headers.
@@ -197,11 +204,9 @@ pub struct MessageDetail {
     /// The body as text when it is UTF-8 (it is JSON or a form for ArcGIS).
     pub body: Option<String>,
     /// Normalised events.
-    #[schema(value_type = Vec<crate::domain::event::EventDoc>)]
     pub events: Vec<Event>,
     /// Why `events` is empty (the stored events could not be read back) or
     /// shorter than the message's (too large written out).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_error: Option<String>,
     /// Deliveries with their attempts.
     pub deliveries: Vec<DeliveryDetail>,
@@ -213,15 +218,15 @@ pub struct DeliveryFilter {
     /// Only this status.
     pub status: Option<Status>,
     /// Only this sink.
-    pub sink: Option<String>,
-    /// Created at or after (ms).
-    pub since: Option<i64>,
-    /// Created before (ms).
-    pub until: Option<i64>,
+    pub sink: Option<SinkName>,
+    /// Created at or after.
+    pub since: Option<Millis>,
+    /// Created before.
+    pub until: Option<Millis>,
     /// Page size.
     pub limit: usize,
     /// Ids below this one (the previous page's last id).
-    pub cursor: Option<String>,
+    pub cursor: Option<DeliveryId>,
 }
 
 /// Filter of a replay.
@@ -230,13 +235,13 @@ pub struct ReplayFilter {
     /// Status to requeue: dead or delivered.
     pub status: Status,
     /// Only this sink.
-    pub sink: Option<String>,
+    pub sink: Option<SinkName>,
     /// Only messages from this source.
-    pub source: Option<String>,
-    /// Created at or after (ms).
-    pub since: Option<i64>,
-    /// Created before (ms).
-    pub until: Option<i64>,
+    pub source: Option<SourceName>,
+    /// Created at or after.
+    pub since: Option<Millis>,
+    /// Created before.
+    pub until: Option<Millis>,
     /// Only deliveries with an event matching this trigger pattern.
     pub event: Option<crate::domain::pattern::Pattern>,
     /// Count only.
@@ -258,7 +263,7 @@ pub enum RetryResult {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SinkStats {
     /// Sink name.
-    pub sink: String,
+    pub sink: SinkName,
     /// Waiting.
     pub pending: u64,
     /// Leased.
@@ -269,14 +274,14 @@ pub struct SinkStats {
     pub delivered: u64,
     /// Delivered in the last hour.
     pub delivered_last_hour: u64,
-    /// Oldest pending delivery's creation time (ms); deliveries overdue in
+    /// Oldest pending delivery's creation time; deliveries overdue in
     /// flight count as pending.
-    pub oldest_pending_at: Option<i64>,
+    pub oldest_pending_at: Option<Millis>,
     /// In flight for more than [`OVERDUE_MS`] past their lease's end: the
     /// worker that leased them died or hangs. The next claim takes them.
     pub overdue_in_flight: u64,
-    /// Last successful attempt (ms).
-    pub last_success_at: Option<i64>,
+    /// Last successful attempt.
+    pub last_success_at: Option<Millis>,
     /// Last error text.
     pub last_error: Option<String>,
 }
@@ -288,24 +293,24 @@ pub const OVERDUE_MS: i64 = 60_000;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SinkStateRow {
     /// Sink name.
-    pub sink: String,
+    pub sink: SinkName,
     /// Paused by an administrator (or deactivated).
     pub paused: bool,
     /// Why.
     pub reason: Option<String>,
-    /// Since when (ms).
-    pub updated_at: i64,
+    /// Since when.
+    pub updated_at: Millis,
 }
 
-/// Purge boundaries (ms).
+/// Purge boundaries.
 #[derive(Debug, Clone)]
 pub struct PurgeCutoffs {
     /// Fully delivered messages last touched before this go.
-    pub delivered_before: i64,
+    pub delivered_before: Millis,
     /// Messages with dead deliveries last touched before this go.
-    pub dead_before: i64,
+    pub dead_before: Millis,
     /// Dedupe keys recorded before this go.
-    pub dedupe_before: i64,
+    pub dedupe_before: Millis,
 }
 
 /// What a purge removed.
@@ -317,17 +322,12 @@ pub struct PurgeCounts {
     pub dedupe_keys: u64,
 }
 
-/// Formats a store time for people and the API.
-pub fn rfc3339(ms: i64) -> String {
-    crate::domain::event::format_time(ms, crate::domain::event::TimePrecision::Millis)
-}
-
 /// Parses a time bound as people write it: a duration back from now
 /// (`2h`, `30m`), an RFC 3339 time (`2026-11-22T10:00:00Z`) or a date.
-pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
+pub fn parse_time(s: &str, now: Millis) -> Result<Millis, String> {
     let s = s.trim();
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(now));
+        return Ok(Millis(now.before(d).get().max(0)));
     }
     let t = humantime::parse_rfc3339_weak(s)
         .or_else(|_| humantime::parse_rfc3339_weak(&format!("{s} 00:00:00")))
@@ -338,7 +338,7 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| format!("{s:?} is before 1970"))?
         .as_millis();
-    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
+    Ok(Millis(i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
 /// A status page session (see `admin::auth`): the store keeps only the
@@ -350,8 +350,8 @@ pub struct AdminSession {
     /// Fingerprint of the admin token the session was opened with; a
     /// session of another token is refused.
     pub token_fp: String,
-    /// When it was opened (ms).
-    pub created_at: i64,
-    /// When it stops working (ms).
-    pub expires_at: i64,
+    /// When it was opened.
+    pub created_at: Millis,
+    /// When it stops working.
+    pub expires_at: Millis,
 }

@@ -15,7 +15,7 @@ use super::{local_target, DEAD_SHOWN};
 use crate::admin::html::{render, see_other, seg};
 use crate::admin::summary::summarize;
 use crate::admin::{AdminError, AdminState};
-use crate::store::{now_ms, DeliveryFilter, Status, StoreError};
+use crate::store::{now_ms, DeliveryFilter, MessageId, Status, StoreError};
 
 /// What the login page says when the store does not answer.
 pub(super) const STORE_DOWN_LOGIN: &str =
@@ -165,7 +165,7 @@ pub(super) async fn message_page(
         }
         Err(e) => return session_trouble(&e),
     };
-    let m = match st.store.message(&id).await {
+    let m = match st.store.message(&MessageId::from(id.as_str())).await {
         Ok(Some(m)) => m,
         Ok(None) => {
             return render(

@@ -9,14 +9,14 @@ use super::local_target;
 use super::view::{self, NoticeView};
 use crate::admin::html::{render_string, TEMPLATES};
 use crate::admin::summary::SinkSummary;
-use crate::store::{AttemptRecord, DeliveryDetail, DeliveryRow, MessageDetail, Status};
+use crate::store::{AttemptRecord, DeliveryDetail, DeliveryRow, MessageDetail, Millis, Status};
 
 /// Markup and a quote, as a sink, a payload or an error text could carry.
 const HOSTILE: &str = "<script>alert(\"x\")</script>";
 /// [`HOSTILE`] as the page must show it.
 const ESCAPED: &str = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;";
 
-const NOW: i64 = 1_764_000_000_000;
+const NOW: Millis = Millis(1_764_000_000_000);
 const CSRF: &str = "csrf-token_1";
 
 fn sink(name: &str, state: &str, text: &str) -> SinkSummary {
@@ -33,22 +33,23 @@ fn sink(name: &str, state: &str, text: &str) -> SinkSummary {
         oldest_pending_at: Some("2025-11-24T16:00:00.000Z".into()),
         last_success_at: Some("2025-11-24T16:00:00.000Z".into()),
         last_error: Some(text.to_string()),
-        last_success_ms: Some(NOW - 90_000),
+        last_success_ms: Some(NOW.get() - 90_000),
     }
 }
 
 fn row(id: &str, sink: &str, status: Status, text: &str) -> DeliveryRow {
     DeliveryRow {
-        id: id.to_string(),
-        message_id: format!("m-{id}"),
-        sink: sink.to_string(),
+        id: id.into(),
+        message_id: format!("m-{id}").into(),
+        sink: sink.into(),
         status,
         attempts: 2,
         last_status: Some(500),
         last_error: Some(text.to_string()),
-        next_attempt_at: Some("2025-11-24T16:05:00.000Z".into()),
-        created_at: "2025-11-24T15:00:00.000Z".into(),
-        updated_at: "2025-11-24T16:00:00.000Z".into(),
+        // 2025-11-24T16:05:00Z, 15:00 and 16:00.
+        next_attempt_at: Some(Millis(1_764_000_300_000)),
+        created_at: Millis(1_763_996_400_000),
+        updated_at: Millis(1_764_000_000_000),
     }
 }
 
@@ -61,7 +62,7 @@ fn message(text: &str) -> MessageDetail {
             "id": text,
             "operation": text,
             "username": text,
-            "when": NOW,
+            "when": NOW.get(),
             "portal_url": link,
             "changes_url": link,
         }))
@@ -76,9 +77,9 @@ fn message(text: &str) -> MessageDetail {
         response: response.map(str::to_string),
     };
     MessageDetail {
-        id: text.to_string(),
-        source: text.to_string(),
-        received_at: "2025-11-24T15:00:00.000Z".into(),
+        id: text.into(),
+        source: text.into(),
+        received_at: Millis(1_763_996_400_000),
         content_type: text.to_string(),
         headers: json!({ "user-agent": text }),
         body_bytes: 99,

@@ -9,7 +9,7 @@ use super::{BODY_SHOWN, DEAD_SHOWN};
 use crate::admin::html::safe_href;
 use crate::admin::summary::{ago, SinkSummary};
 use crate::config::Config;
-use crate::store::{rfc3339, AttemptRecord, DeliveryDetail, DeliveryRow, MessageDetail, Status};
+use crate::store::{AttemptRecord, DeliveryDetail, DeliveryRow, MessageDetail, Millis, Status};
 
 /// `overview.html`: the status page.
 #[derive(Debug, Serialize)]
@@ -61,7 +61,7 @@ pub fn overview(
     notice: Option<NoticeView>,
     sinks: &[SinkSummary],
     dead: &[DeliveryRow],
-    now: i64,
+    now: Millis,
 ) -> Overview {
     let (queued, dead_total) = sinks
         .iter()
@@ -71,7 +71,7 @@ pub fn overview(
         notice,
         queued,
         dead_total,
-        now: rfc3339(now),
+        now: now.rfc3339(),
         sinks: sinks
             .iter()
             .map(|s| SinkView {
@@ -91,13 +91,13 @@ pub fn overview(
         dead: dead
             .iter()
             .map(|d| DeadView {
-                id: d.id.clone(),
-                message_id: d.message_id.clone(),
-                sink: d.sink.clone(),
+                id: d.id.to_string(),
+                message_id: d.message_id.to_string(),
+                sink: d.sink.to_string(),
                 attempts: d.attempts,
                 last_status: d.last_status,
                 last_error: d.last_error.clone().unwrap_or_default(),
-                updated_at: d.updated_at.clone(),
+                updated_at: d.updated_at.rfc3339(),
             })
             .collect(),
         dead_shown: DEAD_SHOWN,
@@ -254,9 +254,9 @@ pub fn message(csrf: &str, back: &str, m: &MessageDetail) -> MessagePage {
         csrf: csrf.to_string(),
         back: back.to_string(),
         m: MessageView {
-            id: m.id.clone(),
-            source: m.source.clone(),
-            received_at: m.received_at.clone(),
+            id: m.id.to_string(),
+            source: m.source.to_string(),
+            received_at: m.received_at.rfc3339(),
             content_type: m.content_type.clone(),
             body_bytes: m.body_bytes,
             headers_json: serde_json::to_string_pretty(&m.headers).unwrap_or_default(),
@@ -268,7 +268,7 @@ pub fn message(csrf: &str, back: &str, m: &MessageDetail) -> MessagePage {
                     uri: e.uri.clone(),
                     operation: e.operation.clone(),
                     username: e.username.clone().unwrap_or_default(),
-                    when: e.when.map(rfc3339),
+                    when: e.when.map(|t| Millis(t).rfc3339()),
                     link: e.link().as_deref().and_then(safe_href),
                 })
                 .collect(),
@@ -280,13 +280,13 @@ pub fn message(csrf: &str, back: &str, m: &MessageDetail) -> MessagePage {
 fn delivery(d: &DeliveryDetail) -> DeliveryView {
     let r = &d.delivery;
     DeliveryView {
-        id: r.id.clone(),
-        sink: r.sink.clone(),
+        id: r.id.to_string(),
+        sink: r.sink.to_string(),
         status: r.status.as_str(),
         attempts: r.attempts,
         next_attempt_at: r
             .next_attempt_at
-            .clone()
+            .map(Millis::rfc3339)
             .filter(|_| matches!(r.status, Status::Pending | Status::InFlight)),
         can_retry: r.status != Status::InFlight,
         attempts_log: d.attempts_log.iter().map(attempt).collect(),
@@ -296,7 +296,7 @@ fn delivery(d: &DeliveryDetail) -> DeliveryView {
 fn attempt(a: &AttemptRecord) -> AttemptView {
     AttemptView {
         attempt: a.attempt,
-        started_at: rfc3339(a.started_at),
+        started_at: a.started_at.rfc3339(),
         duration_ms: a.duration_ms,
         status: a.status,
         error: a.error.clone().unwrap_or_default(),

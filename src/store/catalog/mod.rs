@@ -29,9 +29,9 @@ pub use query::{fetch_with, write_with, Param, Query};
 pub use rows::*;
 
 use super::{
-    events_match, rfc3339, AdminSession, DeliveryDetail, DeliveryFilter, DeliveryRow,
-    MessageDetail, PurgeCounts, PurgeCutoffs, ReplayFilter, ReplayProgress, RetryResult,
-    SinkStateRow, SinkStats, Status, StoreError, OVERDUE_MS,
+    events_match, AdminSession, DeliveryDetail, DeliveryFilter, DeliveryId, DeliveryRow,
+    MessageDetail, MessageId, Millis, PurgeCounts, PurgeCutoffs, ReplayFilter, ReplayProgress,
+    RetryResult, SinkName, SinkStateRow, SinkStats, Status, StoreError, OVERDUE_MS,
 };
 
 /// Runs a read query and decodes its rows as `T`.
@@ -108,13 +108,14 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Vec<DeliveryRow>, StoreError>;
 
     /// A message with its events, deliveries and attempts.
-    async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError>;
+    async fn message(&self, id: &MessageId) -> Result<Option<MessageDetail>, StoreError>;
 
     /// Requeues one delivery with fresh attempts (keeping its history).
-    async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError>;
+    async fn retry_delivery(&self, id: &DeliveryId, now: Millis)
+        -> Result<RetryResult, StoreError>;
 
     /// Requeues every delivery matching the filter (`dry_run`: only counts).
-    async fn replay(&self, filter: &ReplayFilter, now: i64) -> Result<u64, StoreError> {
+    async fn replay(&self, filter: &ReplayFilter, now: Millis) -> Result<u64, StoreError> {
         self.replay_with_progress(filter, now, &|_, _| {}).await
     }
 
@@ -124,12 +125,12 @@ pub trait Catalog: Send + Sync {
     async fn replay_with_progress(
         &self,
         filter: &ReplayFilter,
-        now: i64,
+        now: Millis,
         progress: &ReplayProgress<'_>,
     ) -> Result<u64, StoreError>;
 
     /// Counts per sink and status, and the oldest pending delivery per sink.
-    async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError>;
+    async fn sink_stats(&self, now: Millis) -> Result<Vec<SinkStats>, StoreError>;
 
     /// Deletes finished messages older than the retention periods.
     async fn purge(&self, cutoffs: &PurgeCutoffs) -> Result<PurgeCounts, StoreError>;
@@ -140,10 +141,10 @@ pub trait Catalog: Send + Sync {
     /// Sets a sink's pause state.
     async fn set_paused(
         &self,
-        sink: &str,
+        sink: &SinkName,
         paused: bool,
         reason: Option<&str>,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError>;
 
     /// Records a new status-page session.
@@ -154,14 +155,14 @@ pub trait Catalog: Send + Sync {
     async fn admin_session(
         &self,
         id_hash: &str,
-        now: i64,
+        now: Millis,
     ) -> Result<Option<AdminSession>, StoreError>;
 
     /// Deletes one session (logout); whether it existed.
     async fn delete_admin_session(&self, id_hash: &str) -> Result<bool, StoreError>;
 
     /// Deletes every session expired at `now` (the retention purge); how many.
-    async fn purge_admin_sessions(&self, now: i64) -> Result<u64, StoreError>;
+    async fn purge_admin_sessions(&self, now: Millis) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -177,10 +178,10 @@ impl<S: Sql> Catalog for S {
             q.and("d.sink =", Param::text(s));
         }
         if let Some(t) = f.since {
-            q.and("d.created_at >=", Param::Int(t));
+            q.and("d.created_at >=", Param::time(t));
         }
         if let Some(t) = f.until {
-            q.and("d.created_at <", Param::Int(t));
+            q.and("d.created_at <", Param::time(t));
         }
         if let Some(c) = &f.cursor {
             q.and("d.id <", Param::text(c));
@@ -191,7 +192,7 @@ impl<S: Sql> Catalog for S {
         rows.into_iter().map(DeliveryRaw::into_row).collect()
     }
 
-    async fn message(&self, id: &str) -> Result<Option<MessageDetail>, StoreError> {
+    async fn message(&self, id: &MessageId) -> Result<Option<MessageDetail>, StoreError> {
         let q = Query::with(
             "SELECT id, source, received_at, content_type, headers, body, events \
              FROM messages WHERE id = $1",
@@ -221,12 +222,16 @@ impl<S: Sql> Catalog for S {
         Ok(Some(message_detail(m, deliveries, attempts)))
     }
 
-    async fn retry_delivery(&self, id: &str, now: i64) -> Result<RetryResult, StoreError> {
+    async fn retry_delivery(
+        &self,
+        id: &DeliveryId,
+        now: Millis,
+    ) -> Result<RetryResult, StoreError> {
         let q = Query::with(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, \
              cycle_started_at = $1, lease_token = NULL, updated_at = $1 \
              WHERE id = $2 AND status <> 'in_flight'",
-            [Param::Int(now), Param::text(id)],
+            [Param::time(now), Param::text(id)],
         );
         if self.write(&q).await? == 1 {
             self.requeued().await;
@@ -247,7 +252,7 @@ impl<S: Sql> Catalog for S {
     async fn replay_with_progress(
         &self,
         f: &ReplayFilter,
-        now: i64,
+        now: Millis,
         progress: &ReplayProgress<'_>,
     ) -> Result<u64, StoreError> {
         let mut q = Query::with(
@@ -262,13 +267,13 @@ impl<S: Sql> Catalog for S {
             q.and("m.source =", Param::text(s));
         }
         if let Some(t) = f.since {
-            q.and("d.created_at >=", Param::Int(t));
+            q.and("d.created_at >=", Param::time(t));
         }
         if let Some(t) = f.until {
-            q.and("d.created_at <", Param::Int(t));
+            q.and("d.created_at <", Param::time(t));
         }
         let rows: Vec<ReplayRaw> = self.fetch(&q).await?;
-        let ids: Vec<String> = rows
+        let ids: Vec<DeliveryId> = rows
             .into_iter()
             .filter(|r| {
                 f.event
@@ -288,7 +293,7 @@ impl<S: Sql> Catalog for S {
                 "UPDATE deliveries SET status = 'pending', attempts = 0, lease_token = NULL, \
                  next_attempt_at = $1, cycle_started_at = $1, updated_at = $1 \
                  WHERE status = $2 AND id IN (",
-                [Param::Int(now), Param::text(f.status.as_str())],
+                [Param::time(now), Param::text(f.status.as_str())],
             );
             q.list(chunk.iter().map(Param::text)).push(")");
             requeued += self.write(&q).await?;
@@ -300,7 +305,7 @@ impl<S: Sql> Catalog for S {
         Ok(requeued)
     }
 
-    async fn sink_stats(&self, now: i64) -> Result<Vec<SinkStats>, StoreError> {
+    async fn sink_stats(&self, now: Millis) -> Result<Vec<SinkStats>, StoreError> {
         let q = Query::with(
             "SELECT sink, status, CAST(COUNT(*) AS BIGINT) AS n, \
              MIN(CASE WHEN status = 'pending' OR next_attempt_at < $2 THEN created_at END) AS oldest, \
@@ -308,7 +313,10 @@ impl<S: Sql> Catalog for S {
              CAST(SUM(CASE WHEN status = 'delivered' AND updated_at >= $1 THEN 1 ELSE 0 END) AS BIGINT) AS last_hour, \
              MAX(CASE WHEN status = 'delivered' THEN updated_at END) AS last_ok \
              FROM deliveries GROUP BY sink, status",
-            [Param::Int(now - 3_600_000), Param::Int(now - OVERDUE_MS)],
+            [
+                Param::Int(now.get().saturating_sub(3_600_000)),
+                Param::Int(now.get().saturating_sub(OVERDUE_MS)),
+            ],
         );
         let rows: Vec<StatRaw> = self.fetch(&q).await?;
         let q = Query::new(
@@ -333,7 +341,7 @@ impl<S: Sql> Catalog for S {
                      LIMIT {PURGE_CHUNK}{})",
                     S::SKIP_LOCKED
                 ),
-                [Param::Int(c.delivered_before), Param::Int(c.dead_before)],
+                [Param::time(c.delivered_before), Param::time(c.dead_before)],
             );
             let n = self.write(&q).await?;
             counts.messages += n;
@@ -343,7 +351,7 @@ impl<S: Sql> Catalog for S {
         }
         let q = Query::with(
             "DELETE FROM dedupe WHERE created_at < $1",
-            [Param::Int(c.dedupe_before)],
+            [Param::time(c.dedupe_before)],
         );
         counts.dedupe_keys = self.write(&q).await?;
         Ok(counts)
@@ -360,10 +368,10 @@ impl<S: Sql> Catalog for S {
 
     async fn set_paused(
         &self,
-        sink: &str,
+        sink: &SinkName,
         paused: bool,
         reason: Option<&str>,
-        now: i64,
+        now: Millis,
     ) -> Result<(), StoreError> {
         let q = Query::with(
             "INSERT INTO sink_state (sink, paused, reason, updated_at) VALUES ($1, $2, $3, $4) \
@@ -373,7 +381,7 @@ impl<S: Sql> Catalog for S {
                 Param::text(sink),
                 Param::Bool(paused),
                 Param::OptText(reason.map(str::to_string)),
-                Param::Int(now),
+                Param::time(now),
             ],
         );
         self.write(&q).await?;
@@ -387,8 +395,8 @@ impl<S: Sql> Catalog for S {
             [
                 Param::text(&s.id_hash),
                 Param::text(&s.token_fp),
-                Param::Int(s.created_at),
-                Param::Int(s.expires_at),
+                Param::time(s.created_at),
+                Param::time(s.expires_at),
             ],
         );
         self.write(&q).await?;
@@ -398,7 +406,7 @@ impl<S: Sql> Catalog for S {
     async fn admin_session(
         &self,
         id_hash: &str,
-        now: i64,
+        now: Millis,
     ) -> Result<Option<AdminSession>, StoreError> {
         let q = Query::with(
             "SELECT id_hash, token_fp, created_at, expires_at FROM admin_sessions \
@@ -427,10 +435,10 @@ impl<S: Sql> Catalog for S {
         Ok(self.write(&q).await? > 0)
     }
 
-    async fn purge_admin_sessions(&self, now: i64) -> Result<u64, StoreError> {
+    async fn purge_admin_sessions(&self, now: Millis) -> Result<u64, StoreError> {
         let q = Query::with(
             "DELETE FROM admin_sessions WHERE expires_at <= $1",
-            [Param::Int(now)],
+            [Param::time(now)],
         );
         self.write(&q).await
     }
@@ -463,7 +471,7 @@ fn message_detail(
     MessageDetail {
         id: m.id,
         source: m.source,
-        received_at: rfc3339(m.received_at),
+        received_at: m.received_at,
         content_type: m.content_type,
         headers: serde_json::from_str(&m.headers).unwrap_or(serde_json::Value::Null),
         body_bytes: m.body.len(),
@@ -517,7 +525,7 @@ fn shown_events(events: Vec<Event>) -> (Vec<Event>, Option<String>) {
 
 /// Per-sink stats from the grouped counts and each sink's latest error.
 fn fold_stats(rows: Vec<StatRaw>, errors: Vec<ErrorRaw>) -> Vec<SinkStats> {
-    let mut out: std::collections::BTreeMap<String, SinkStats> = Default::default();
+    let mut out: std::collections::BTreeMap<SinkName, SinkStats> = Default::default();
     for r in rows {
         let n = r.n.max(0) as u64;
         let e = out.entry(r.sink.clone()).or_insert_with(|| SinkStats {
@@ -551,7 +559,7 @@ fn fold_stats(rows: Vec<StatRaw>, errors: Vec<ErrorRaw>) -> Vec<SinkStats> {
     out.into_values().collect()
 }
 
-fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+fn min_opt(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

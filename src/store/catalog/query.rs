@@ -5,6 +5,8 @@
 use sqlx::database::Database;
 use sqlx::{Encode, Type};
 
+use crate::domain::time::Millis;
+
 /// A parameter value.
 #[derive(Debug, Clone)]
 pub enum Param {
@@ -22,6 +24,11 @@ impl Param {
     /// A text parameter.
     pub fn text(s: impl Into<String>) -> Param {
         Param::Text(s.into())
+    }
+
+    /// A time parameter (an `i64` column of milliseconds).
+    pub fn time(t: Millis) -> Param {
+        Param::Int(t.get())
     }
 }
 

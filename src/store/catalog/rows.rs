@@ -2,25 +2,28 @@
 //! columns whose types differ between the schemas (`INTEGER` on Postgres)
 //! are cast to `BIGINT` in the SQL, so one Rust type reads both.
 
-use super::super::{rfc3339, AttemptRecord, DeliveryRow, SinkStateRow, Status, StoreError};
+use super::super::{
+    AttemptRecord, DeliveryId, DeliveryRow, MessageId, Millis, SinkName, SinkStateRow, SourceName,
+    Status, StoreError,
+};
 
 /// A `deliveries` row.
 #[derive(sqlx::FromRow)]
 pub struct DeliveryRaw {
-    id: String,
-    message_id: String,
-    sink: String,
+    id: DeliveryId,
+    message_id: MessageId,
+    sink: SinkName,
     status: String,
     attempts: i64,
     last_status: Option<i64>,
     last_error: Option<String>,
-    next_attempt_at: i64,
-    created_at: i64,
-    updated_at: i64,
+    next_attempt_at: Millis,
+    created_at: Millis,
+    updated_at: Millis,
 }
 
 impl DeliveryRaw {
-    /// The row as the API shows it.
+    /// The row, checked.
     pub fn into_row(self) -> Result<DeliveryRow, StoreError> {
         let status = Status::parse(&self.status).ok_or(StoreError::Corrupt(self.status))?;
         Ok(DeliveryRow {
@@ -32,9 +35,9 @@ impl DeliveryRaw {
             last_status: self.last_status.map(|v| v as i32),
             last_error: self.last_error,
             next_attempt_at: matches!(status, Status::Pending | Status::InFlight)
-                .then(|| rfc3339(self.next_attempt_at)),
-            created_at: rfc3339(self.created_at),
-            updated_at: rfc3339(self.updated_at),
+                .then_some(self.next_attempt_at),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
         })
     }
 }
@@ -42,9 +45,9 @@ impl DeliveryRaw {
 /// An `attempts` row with its delivery id.
 #[derive(sqlx::FromRow)]
 pub struct AttemptRaw {
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     attempt: i64,
-    started_at: i64,
+    started_at: Millis,
     duration_ms: i64,
     status: Option<i64>,
     error: Option<String>,
@@ -68,9 +71,9 @@ impl AttemptRaw {
 /// A `messages` row.
 #[derive(sqlx::FromRow)]
 pub struct MessageRaw {
-    pub id: String,
-    pub source: String,
-    pub received_at: i64,
+    pub id: MessageId,
+    pub source: SourceName,
+    pub received_at: Millis,
     pub content_type: String,
     pub headers: String,
     pub body: Vec<u8>,
@@ -80,26 +83,26 @@ pub struct MessageRaw {
 /// One `GROUP BY sink, status` row of the stats query.
 #[derive(sqlx::FromRow)]
 pub struct StatRaw {
-    pub sink: String,
+    pub sink: SinkName,
     pub status: String,
     pub n: i64,
-    pub oldest: Option<i64>,
+    pub oldest: Option<Millis>,
     pub overdue: Option<i64>,
     pub last_hour: Option<i64>,
-    pub last_ok: Option<i64>,
+    pub last_ok: Option<Millis>,
 }
 
 /// A sink's latest error.
 #[derive(sqlx::FromRow)]
 pub struct ErrorRaw {
-    pub sink: String,
+    pub sink: SinkName,
     pub last_error: Option<String>,
 }
 
 /// A replay candidate: its matched event indexes and its message's events.
 #[derive(sqlx::FromRow)]
 pub struct ReplayRaw {
-    pub id: String,
+    pub id: DeliveryId,
     pub matched: String,
     pub events: String,
 }
@@ -107,10 +110,10 @@ pub struct ReplayRaw {
 /// A `sink_state` row (`paused` read as 0 or 1 from either schema).
 #[derive(sqlx::FromRow)]
 pub struct StateRaw {
-    sink: String,
+    sink: SinkName,
     paused: i64,
     reason: Option<String>,
-    updated_at: i64,
+    updated_at: Millis,
 }
 
 impl StateRaw {

@@ -32,7 +32,7 @@ mod notify;
 mod plan_tests;
 
 /// Dedupe key holders: (source, key) -> message id.
-type Holders = HashMap<(String, String), String>;
+type Holders = HashMap<(String, String), MessageId>;
 
 /// The Postgres store.
 pub struct PgStore {
@@ -115,14 +115,14 @@ impl PgStore {
         &self,
         batch: &[NewMessage],
         candidates: &[usize],
-        now: i64,
+        now: Millis,
     ) -> Result<(std::collections::HashSet<String>, Holders), StoreError> {
         let cand = |f: fn(&NewMessage) -> &str| -> Vec<&str> {
             candidates.iter().map(|i| f(&batch[*i])).collect()
         };
         let cutoff: Vec<i64> = candidates
             .iter()
-            .map(|i| now - batch[*i].dedupe_window_ms)
+            .map(|i| now.get().saturating_sub(batch[*i].dedupe_window_ms))
             .collect();
         let ds: Vec<(&NewMessage, &NewDelivery)> = batch
             .iter()
@@ -130,14 +130,19 @@ impl PgStore {
             .collect();
         let mut held = self.ingest_conn.get(&self.pool).await?;
         let rows = sqlx::query(INGEST_SQL)
-            .bind(cand(|m| &m.source))
+            .bind(cand(|m| m.source.as_str()))
             .bind(cand(|m| &m.dedupe_key))
-            .bind(cand(|m| &m.id))
+            .bind(cand(|m| m.id.as_str()))
             .bind(now)
             .bind(&cutoff)
             .bind(batch.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
             .bind(batch.iter().map(|m| m.source.as_str()).collect::<Vec<_>>())
-            .bind(batch.iter().map(|m| m.received_at).collect::<Vec<_>>())
+            .bind(
+                batch
+                    .iter()
+                    .map(|m| m.received_at.get())
+                    .collect::<Vec<_>>(),
+            )
             .bind(
                 batch
                     .iter()
@@ -156,7 +161,11 @@ impl PgStore {
             .bind(ds.iter().map(|(_, d)| d.id.as_str()).collect::<Vec<_>>())
             .bind(ds.iter().map(|(m, _)| m.id.as_str()).collect::<Vec<_>>())
             .bind(ds.iter().map(|(_, d)| d.sink.as_str()).collect::<Vec<_>>())
-            .bind(ds.iter().map(|(m, _)| m.received_at).collect::<Vec<_>>())
+            .bind(
+                ds.iter()
+                    .map(|(m, _)| m.received_at.get())
+                    .collect::<Vec<_>>(),
+            )
             .bind(
                 ds.iter()
                     .map(|(_, d)| d.events.as_str())
@@ -173,7 +182,7 @@ impl PgStore {
                 r.try_get::<Option<String>, _>(2)?,
             ) {
                 (Some(source), Some(key)) => {
-                    holders.insert((source, key), id);
+                    holders.insert((source, key), MessageId::from(id));
                 }
                 _ => {
                     won.insert(id);
@@ -311,7 +320,7 @@ impl Store for PgStore {
     async fn ingest(
         &self,
         batch: &[NewMessage],
-        now: i64,
+        now: Millis,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         // Repeats inside one batch are settled here, since one upsert
         // statement may not touch the same key twice: only the first
@@ -339,7 +348,7 @@ impl Store for PgStore {
             .filter(|i| {
                 let m = &batch[*i];
                 !won.contains(i)
-                    && !existing.contains_key(&(m.source.clone(), m.dedupe_key.clone()))
+                    && !existing.contains_key(&(m.source.to_string(), m.dedupe_key.clone()))
             })
             .collect();
         existing.extend(self.dedupe_holders(batch, &unknown).await?);
@@ -351,7 +360,7 @@ impl Store for PgStore {
                     batch[first].id.clone()
                 } else {
                     existing
-                        .get(&(m.source.clone(), m.dedupe_key.clone()))
+                        .get(&(m.source.to_string(), m.dedupe_key.clone()))
                         .cloned()
                         .ok_or_else(|| StoreError::Corrupt("dedupe row vanished".into()))?
                 };
@@ -374,12 +383,12 @@ impl Store for PgStore {
 
     async fn claim(
         &self,
-        sink: &str,
+        sink: &SinkName,
         limit: usize,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let token = new_id();
+        let token = LeaseToken::generate();
         let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_SQL)
             .bind(&token)
             .bind(lease_until)
@@ -422,9 +431,9 @@ impl Store for PgStore {
             ids.push(c.lease.delivery_id.as_str());
             tokens.push(c.lease.lease_token.as_str());
             statuses.push(status);
-            nexts.push(next);
+            nexts.push(next.get());
             spent.push(s);
-            nows.push(c.now);
+            nows.push(c.now.get());
             last_status.push(c.attempt.as_ref().and_then(|a| a.status));
             last_error.push(c.attempt.as_ref().and_then(|a| a.error.clone()));
         }
@@ -452,7 +461,7 @@ impl Store for PgStore {
         .bind(&last_error)
         .bind(attempts.iter().map(|(c, _)| c.lease.delivery_id.as_str()).collect::<Vec<_>>())
         .bind(attempts.iter().map(|(_, a)| a.attempt as i32).collect::<Vec<_>>())
-        .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.started_at.get()).collect::<Vec<_>>())
         .bind(attempts.iter().map(|(_, a)| a.duration_ms).collect::<Vec<_>>())
         .bind(attempts.iter().map(|(_, a)| a.status).collect::<Vec<_>>())
         .bind(attempts.iter().map(|(_, a)| a.error.clone()).collect::<Vec<_>>())
@@ -463,7 +472,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn release(&self, leases: &[Lease], now: i64) -> Result<(), StoreError> {
+    async fn release(&self, leases: &[Lease], now: Millis) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE deliveries d SET status = 'pending', next_attempt_at = $1, lease_token = NULL, updated_at = $1 \
              FROM UNNEST($2::text[], $3::text[]) AS u(id, tk) WHERE d.id = u.id AND d.lease_token = u.tk",
@@ -477,9 +486,9 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError> {
+    async fn next_due(&self, sinks: &[SinkName]) -> Result<Option<Millis>, StoreError> {
         Ok(sqlx::query_scalar(NEXT_DUE_SQL)
-            .bind(sinks)
+            .bind(sinks.iter().map(SinkName::as_str).collect::<Vec<_>>())
             .fetch_one(&self.pool)
             .await?)
     }
@@ -489,7 +498,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn recover(&self, _now: i64) -> Result<u64, StoreError> {
+    async fn recover(&self, _now: Millis) -> Result<u64, StoreError> {
         // Other relays may hold live leases in a shared database: expired
         // leases are reclaimed by the claim query, never released wholesale.
         Ok(0)

@@ -141,14 +141,14 @@ impl Store for SqliteStore {
     async fn ingest(
         &self,
         batch: &[NewMessage],
-        now: i64,
+        now: Millis,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut tx = self.writer.begin().await?;
         let candidates: Vec<&NewMessage> =
             batch.iter().filter(|m| m.dedupe_window_ms > 0).collect();
         // Messages whose dedupe key was already taken, with the message
         // that holds it.
-        let mut lost: HashMap<&str, String> = HashMap::new();
+        let mut lost: HashMap<&str, MessageId> = HashMap::new();
         if !candidates.is_empty() {
             // Hop 1: claim every dedupe key. SQLite applies a statement's rows
             // in order, so a key repeated inside the batch goes to its first
@@ -178,7 +178,7 @@ impl Store for SqliteStore {
                         " ON CONFLICT (source, key) DO UPDATE SET message_id = excluded.message_id, \
                          created_at = excluded.created_at WHERE dedupe.created_at < ",
                     )
-                    .push_bind(now - w)
+                    .push_bind(now.get().saturating_sub(w))
                     .push("; SELECT changes(); ");
                 }
             }
@@ -193,13 +193,13 @@ impl Store for SqliteStore {
                             .push_bind(m.dedupe_key.as_str());
                     });
                     qb.push(")");
-                    let mut holder: HashMap<(String, String), String> = HashMap::new();
+                    let mut holder: HashMap<(String, String), MessageId> = HashMap::new();
                     for r in qb.build().fetch_all(tx.conn()?).await? {
                         holder.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
                     }
                     for m in chunk {
                         let first = holder
-                            .get(&(m.source.clone(), m.dedupe_key.clone()))
+                            .get(&(m.source.to_string(), m.dedupe_key.clone()))
                             .ok_or_else(|| StoreError::Corrupt("dedupe row vanished".into()))?;
                         if *first != m.id {
                             lost.insert(m.id.as_str(), first.clone());
@@ -268,12 +268,12 @@ impl Store for SqliteStore {
 
     async fn claim(
         &self,
-        sink: &str,
+        sink: &SinkName,
         limit: usize,
-        now: i64,
-        lease_until: i64,
+        now: Millis,
+        lease_until: Millis,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let token = new_id();
+        let token = LeaseToken::generate();
         // One hop: lease the due rows, then read them back with their
         // messages by the lease token (statements of one string bind `$N`
         // by number, so the second reuses the first's token and sink).
@@ -364,7 +364,7 @@ impl Store for SqliteStore {
         tx.commit_with(qb).await
     }
 
-    async fn release(&self, leases: &[Lease], now: i64) -> Result<(), StoreError> {
+    async fn release(&self, leases: &[Lease], now: Millis) -> Result<(), StoreError> {
         if leases.is_empty() {
             return Ok(());
         }
@@ -385,10 +385,10 @@ impl Store for SqliteStore {
         tx.commit_with(qb).await
     }
 
-    async fn next_due(&self, sinks: &[String]) -> Result<Option<i64>, StoreError> {
-        let mut earliest: Option<i64> = None;
+    async fn next_due(&self, sinks: &[SinkName]) -> Result<Option<Millis>, StoreError> {
+        let mut earliest: Option<Millis> = None;
         for sink in sinks {
-            let t: Option<i64> = sqlx::query_scalar(
+            let t: Option<Millis> = sqlx::query_scalar(
                 "SELECT MIN(next_attempt_at) FROM deliveries WHERE sink = $1 \
                  AND status IN ('pending', 'in_flight')",
             )
@@ -421,7 +421,7 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn recover(&self, now: i64) -> Result<u64, StoreError> {
+    async fn recover(&self, now: Millis) -> Result<u64, StoreError> {
         if !self.lock.lock().map(|l| l.is_some()).unwrap_or(false) {
             return Ok(0);
         }
