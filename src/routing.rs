@@ -22,6 +22,9 @@ pub use crate::domain::pattern::Pattern;
 #[derive(Debug, Clone)]
 struct SinkRoute {
     name: SinkName,
+    /// Renders the edited features (a format, template or filter that
+    /// reads them), so it waits for the message's fetch when there is one.
+    needs_changes: bool,
     sources: Option<HashSet<String>>,
     patterns: Option<Vec<Pattern>>,
 }
@@ -30,6 +33,20 @@ struct SinkRoute {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     sinks: Vec<SinkRoute>,
+    /// Sources whose feature-service events are enriched with their
+    /// changes (`[sources.arcgis]` configured).
+    enriched: HashSet<String>,
+}
+
+/// One sink's share of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The sink.
+    pub sink: SinkName,
+    /// Indexes of the events it takes.
+    pub events: Vec<usize>,
+    /// Whether it waits for the message's changes to be fetched.
+    pub waits_for_changes: bool,
 }
 
 impl RouteTable {
@@ -40,6 +57,7 @@ impl RouteTable {
             .iter()
             .map(|s| SinkRoute {
                 name: SinkName::from(s.name()),
+                needs_changes: s.needs_changes(),
                 sources: s
                     .common()
                     .sources
@@ -52,12 +70,21 @@ impl RouteTable {
                     .map(|v| v.iter().filter_map(|p| Pattern::parse(p).ok()).collect()),
             })
             .collect();
-        RouteTable { sinks }
+        let enriched = config
+            .sources
+            .iter()
+            .filter(|s| s.enriches())
+            .map(|s| s.name.clone())
+            .collect();
+        RouteTable { sinks, enriched }
     }
 
-    /// For each sink that takes at least one of the events: its name and the
-    /// indexes of the events it takes.
-    pub fn route(&self, source: &str, events: &[Event]) -> Vec<(SinkName, Vec<usize>)> {
+    /// For each sink that takes at least one of the events: its name, the
+    /// indexes of the events it takes, and whether it waits for the
+    /// changes of those events (an enriched source, a sink that reads
+    /// them, and an event that has a `changesUrl`).
+    pub fn route(&self, source: &str, events: &[Event]) -> Vec<Routed> {
+        let enriched = self.enriched.contains(source);
         let mut out = Vec::new();
         for s in &self.sinks {
             if let Some(srcs) = &s.sources {
@@ -75,7 +102,14 @@ impl RouteTable {
                 .map(|(i, _)| i)
                 .collect();
             if !matched.is_empty() {
-                out.push((s.name.clone(), matched));
+                let waits_for_changes = enriched
+                    && s.needs_changes
+                    && matched.iter().any(|i| events[*i].changes_url.is_some());
+                out.push(Routed {
+                    sink: s.name.clone(),
+                    events: matched,
+                    waits_for_changes,
+                });
             }
         }
         out

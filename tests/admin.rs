@@ -628,7 +628,9 @@ async fn replay_reports_progress_per_chunk(b: Backend) {
                 id: uuid::Uuid::now_v7().to_string().into(),
                 sink: "out".into(),
                 events: "[]".into(),
+                parked: false,
             }],
+            fetch: false,
         })
         .collect();
     store.ingest(&batch, now).await.unwrap();

@@ -60,6 +60,8 @@ fn claimed(name: &str) -> Claimed {
         matched: (0..events.len()).collect(),
         events,
         defect: None,
+        fetch: None,
+        changes: None,
     }
 }
 
@@ -198,6 +200,8 @@ fn claimed_json(json: serde_json::Value, source: &str) -> Claimed {
         matched: (0..events.len()).collect(),
         events,
         defect: None,
+        fetch: None,
+        changes: None,
     }
 }
 

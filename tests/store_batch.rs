@@ -95,8 +95,10 @@ fn message(source: &str, key: &str, window_ms: i64, now: Millis, sinks: &[&str])
                 id: uuid::Uuid::now_v7().to_string().into(),
                 sink: (*s).into(),
                 events: "[0]".into(),
+                parked: false,
             })
             .collect(),
+        fetch: false,
     }
 }
 

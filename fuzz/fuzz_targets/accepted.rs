@@ -143,6 +143,8 @@ fn claimed(body: &[u8], events: Vec<Event>, matched: Vec<usize>) -> Claimed {
         matched,
         events,
         defect: None,
+        fetch: None,
+        changes: None,
     }
 }
 

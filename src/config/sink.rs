@@ -82,6 +82,13 @@ pub enum HttpFormat {
     Events,
 }
 
+impl HttpFormat {
+    /// Whether the body is made of the fetched changes.
+    pub fn reads_changes(&self) -> bool {
+        false
+    }
+}
+
 /// How an `email` sink talks TLS to its SMTP relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]

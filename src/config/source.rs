@@ -54,3 +54,11 @@ pub struct SourceConfig {
     #[serde(default)]
     pub allow_ips: Vec<IpNet>,
 }
+
+impl SourceConfig {
+    /// Whether this source's feature-service events are enriched with
+    /// their edited features (the fetch stage).
+    pub fn enriches(&self) -> bool {
+        false
+    }
+}

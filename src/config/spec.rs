@@ -203,6 +203,21 @@ impl SinkSpec {
         &self.common().name
     }
 
+    /// Whether the sink renders the edited features of a feature-service
+    /// event, so its deliveries wait for the message's fetch (on an
+    /// enriched source). The templated kinds show them; `http` and
+    /// `power-automate` forward the payload or the events unless asked for
+    /// the changes; a notebook gets the payload.
+    pub fn needs_changes(&self) -> bool {
+        match self {
+            SinkSpec::Http(s) | SinkSpec::PowerAutomate(s) => {
+                s.format.is_some_and(|f| f.reads_changes())
+            }
+            SinkSpec::Slack(_) | SinkSpec::Teams(_) | SinkSpec::Email(_) => true,
+            SinkSpec::Powerbi(_) | SinkSpec::Notebook(_) => false,
+        }
+    }
+
     /// Headers, proxy and client certificate; none for `email`, which
     /// speaks SMTP.
     pub fn transport(&self) -> Option<&HttpTransport> {

@@ -67,7 +67,9 @@ async fn run(batch_rows: usize) {
                 id: crate::store::DeliveryId::generate(),
                 sink: "out".into(),
                 events: "[]".into(),
+                parked: false,
             }],
+            fetch: false,
         })
         .collect();
     store.ingest(&messages, now).await.unwrap();

@@ -31,8 +31,12 @@ use crate::metrics::Metrics;
 use crate::sinks::AttemptOutcome;
 use crate::store::batch::Batcher;
 use crate::store::{
-    now_ms, AttemptRecord, Claimed, Completion, Millis, NextState, Store, StoreError,
+    now_ms, AttemptRecord, Claimed, Completion, FetchStatus, Millis, NextState, Store, StoreError,
 };
+
+/// How soon a delivery found waiting for its changes is looked at again
+/// (see [`Dispatcher::not_fetched`]).
+const FETCH_RECHECK: Duration = Duration::from_secs(30);
 use circuit::Transition;
 use retry::next_state;
 
@@ -227,6 +231,10 @@ impl Dispatcher {
             .into_iter()
             .map(|d| self.defective(rt, d, clock))
             .collect();
+        let (held, batch): (Vec<Claimed>, Vec<Claimed>) = batch
+            .into_iter()
+            .partition(|d| rt.needs_changes && !matches!(d.fetch, None | Some(FetchStatus::Done)));
+        out.extend(held.into_iter().map(|d| self.not_fetched(rt, d, clock)));
         if batch.is_empty() {
             return out;
         }
@@ -253,6 +261,40 @@ impl Dispatcher {
             }
         }
         out
+    }
+
+    /// A delivery that needs its message's changes before they are
+    /// fetched. Normally such a delivery stays parked until the fetch is
+    /// done; this one was made due early (a replay while the fetch ran, a
+    /// relay stopped between two statements). Held back without spending
+    /// an attempt and looked at again in [`FETCH_RECHECK`]; if the fetch
+    /// died, it dies with it (replaying it requeues the fetch).
+    fn not_fetched(&self, rt: &SinkRuntime, d: Claimed, clock: Option<Millis>) -> Completion {
+        let now = clock.unwrap_or_else(now_ms);
+        if d.fetch == Some(FetchStatus::Dead) {
+            self.metrics.delivery(&rt.name, "dead", 0.0);
+            return Completion {
+                lease: d.lease(),
+                attempt: Some(AttemptRecord {
+                    attempt: d.attempts + 1,
+                    started_at: now,
+                    duration_ms: 0,
+                    status: None,
+                    error: Some("changes not fetched: the fetch job is dead".into()),
+                    response: None,
+                }),
+                next: NextState::Dead,
+                now,
+            };
+        }
+        Completion {
+            lease: d.lease(),
+            attempt: None,
+            next: NextState::Defer {
+                at: now.after(FETCH_RECHECK),
+            },
+            now,
+        }
     }
 
     /// A delivery whose stored row does not read back: dead at once, with

@@ -23,6 +23,9 @@ pub struct SinkRuntime {
     pub policy: DeliveryPolicy,
     /// The sender.
     pub sink: Arc<dyn Sink>,
+    /// Renders the fetched changes: waits for them when its message has
+    /// a fetch job (see [`crate::store::fetch`]).
+    pub needs_changes: bool,
     pub(super) paused: AtomicBool,
     // `updated_at` of the durable pause state last applied here.
     pub(super) state_seen: std::sync::atomic::AtomicI64,
@@ -108,6 +111,7 @@ impl SinkSet {
                 }),
                 policy,
                 sink,
+                needs_changes: c.needs_changes(),
                 paused: AtomicBool::new(false),
                 state_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
                 wake: Notify::new(),

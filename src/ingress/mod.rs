@@ -274,12 +274,14 @@ async fn accept(
         dedupe_window_ms: window.as_millis_i64(),
         deliveries: routed
             .iter()
-            .map(|(sink, idx)| NewDelivery {
+            .map(|r| NewDelivery {
                 id: DeliveryId::generate(),
-                sink: sink.clone(),
-                events: serde_json::to_string(idx).unwrap_or_else(|_| "[]".into()),
+                sink: r.sink.clone(),
+                events: serde_json::to_string(&r.events).unwrap_or_else(|_| "[]".into()),
+                parked: r.waits_for_changes,
             })
             .collect(),
+        fetch: routed.iter().any(|r| r.waits_for_changes),
     };
     let t0 = Instant::now();
     let outcome = st
@@ -293,8 +295,8 @@ async fn accept(
             message_id,
             deliveries,
         } => {
-            for (sink, _) in &routed {
-                if let Some(s) = st.sinks.get(sink) {
+            for r in &routed {
+                if let Some(s) = st.sinks.get(&r.sink) {
                     s.wake();
                 }
             }

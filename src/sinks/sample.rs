@@ -81,6 +81,8 @@ pub fn claimed(sample: Sample, source: &str, id: &str) -> Claimed {
         matched: (0..events.len()).collect(),
         events,
         defect: None,
+        fetch: None,
+        changes: None,
     }
 }
 

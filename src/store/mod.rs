@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod catalog;
+pub mod fetch;
 mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -21,7 +22,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use catalog::Catalog;
+pub use catalog::{Catalog, FetchQueue};
+pub use fetch::{
+    ClaimedFetch, FetchCompletion, FetchOutcome, FetchRow, FetchStats, FetchStatus, PARKED,
+};
 pub use model::*;
 
 /// What can go wrong in the store. Ingress maps all of these to 503: the
@@ -56,7 +60,7 @@ pub type ReplayProgress<'a> = dyn Fn(u64, u64) + Send + Sync + 'a;
 /// one short transaction; none is ever held open across a network call to
 /// a sink.
 #[async_trait]
-pub trait Store: Catalog + Send + Sync + 'static {
+pub trait Store: Catalog + FetchQueue + Send + Sync + 'static {
     /// Whether group commits should run on a thread of their own (see
     /// [`batch::Batcher::spawn_dedicated`]). True for SQLite, whose single
     /// writer is the serial path every webhook waits on; Postgres commits
@@ -163,6 +167,8 @@ pub(crate) struct ClaimRow {
     content_type: String,
     body: Vec<u8>,
     events: String,
+    fetch_status: Option<String>,
+    changes: Option<String>,
 }
 
 impl ClaimRow {
@@ -196,6 +202,8 @@ impl ClaimRow {
             events,
             matched,
             defect,
+            fetch: self.fetch_status.as_deref().and_then(FetchStatus::parse),
+            changes: self.changes,
         }
     }
 }

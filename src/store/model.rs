@@ -36,6 +36,10 @@ pub struct NewMessage {
     pub dedupe_window_ms: i64,
     /// One delivery per routed sink.
     pub deliveries: Vec<NewDelivery>,
+    /// Whether some delivery needs the edited features: then the message
+    /// gets a fetch job and those deliveries are parked until it is done
+    /// (see [`super::fetch`]).
+    pub fetch: bool,
 }
 
 /// A delivery to create with a message.
@@ -47,6 +51,19 @@ pub struct NewDelivery {
     pub sink: SinkName,
     /// Indexes of the message's events this sink matched, as JSON array.
     pub events: String,
+    /// Waits for the message's fetch job ([`super::PARKED`] until it is done).
+    pub parked: bool,
+}
+
+impl NewDelivery {
+    /// When it is first due: on arrival, or parked until its changes are fetched.
+    pub fn due(&self, received_at: Millis) -> Millis {
+        if self.parked {
+            super::PARKED
+        } else {
+            received_at
+        }
+    }
 }
 
 /// What ingest did with one message.
@@ -92,6 +109,10 @@ pub struct Claimed {
     /// back (then `events` and `matched` are empty): it is made dead on its
     /// own with this reason, and its batch-mates go on.
     pub defect: Option<String>,
+    /// The message's fetch job, when it has one.
+    pub fetch: Option<super::FetchStatus>,
+    /// The fetched changes document (JSON), once fetched.
+    pub changes: Option<String>,
 }
 
 impl Claimed {

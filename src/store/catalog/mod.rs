@@ -18,6 +18,7 @@
 //! with `sqlx::FromRow`) for every row type, and [`Write`]; the blanket
 //! [`Catalog`] impl does the rest.
 
+mod fetches;
 mod query;
 mod rows;
 
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 
 use crate::domain::event::Event;
 
+pub use fetches::{FetchQueue, FetchSql};
 pub use query::{fetch_with, write_with, Param, Query};
 pub use rows::*;
 
@@ -50,6 +52,9 @@ pub trait Write: Send + Sync {
 
     /// Runs `q` as one short write transaction; rows affected.
     async fn write(&self, q: &Query) -> Result<u64, StoreError>;
+
+    /// Runs `qs` in order as one transaction: all or none.
+    async fn write_all(&self, qs: &[Query]) -> Result<(), StoreError>;
 
     /// Called after deliveries were requeued (retry, replay), so workers
     /// in other processes hear of it (Postgres NOTIFY).
@@ -227,6 +232,12 @@ impl<S: Sql> Catalog for S {
         id: &DeliveryId,
         now: Millis,
     ) -> Result<RetryResult, StoreError> {
+        let mut q = requeue_dead_fetches(
+            "SELECT message_id FROM deliveries WHERE id = $2 AND status <> 'in_flight'",
+            now,
+            [Param::text(id)],
+        );
+        self.write(q.push(")")).await?;
         let q = Query::with(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $1, \
              cycle_started_at = $1, lease_token = NULL, updated_at = $1 \
@@ -289,6 +300,13 @@ impl<S: Sql> Catalog for S {
         }
         let mut requeued = 0;
         for chunk in ids.chunks(REQUEUE_CHUNK) {
+            let mut q = requeue_dead_fetches(
+                "SELECT message_id FROM deliveries WHERE status = $2 AND id IN (",
+                now,
+                [Param::text(f.status.as_str())],
+            );
+            q.list(chunk.iter().map(Param::text)).push("))");
+            self.write(&q).await?;
             let mut q = Query::with(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, lease_token = NULL, \
                  next_attempt_at = $1, cycle_started_at = $1, updated_at = $1 \
@@ -442,6 +460,26 @@ impl<S: Sql> Catalog for S {
         );
         self.write(&q).await
     }
+}
+
+/// Requeues the dead fetch jobs of the messages `messages` selects (SQL
+/// with `$2`.. for `params`; an open list may follow), before their
+/// deliveries are requeued: a delivery waiting for changes whose fetch
+/// died would otherwise wait for nothing. The dispatcher holds such a
+/// delivery back until the fetch is done.
+fn requeue_dead_fetches(
+    messages: &str,
+    now: Millis,
+    params: impl IntoIterator<Item = Param>,
+) -> Query {
+    let mut all = vec![Param::time(now)];
+    all.extend(params);
+    Query::with(
+        format!(
+            "UPDATE fetches SET status = 'pending', attempts = 0, lease_token = NULL,              next_attempt_at = $1, cycle_started_at = $1, updated_at = $1              WHERE status = 'dead' AND message_id IN ({messages}"
+        ),
+        all,
+    )
 }
 
 /// A message with its deliveries and their attempts (oldest first). A

@@ -171,6 +171,12 @@ impl PgStore {
                     .map(|(_, d)| d.events.as_str())
                     .collect::<Vec<_>>(),
             )
+            .bind(
+                ds.iter()
+                    .map(|(m, d)| d.due(m.received_at).get())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(batch.iter().map(|m| m.fetch).collect::<Vec<_>>())
             .fetch_all(held.conn()?)
             .await;
         let mut won = std::collections::HashSet::new();
@@ -232,7 +238,8 @@ impl PgStore {
 
 /// One ingest batch: the dedupe upsert of the candidates ($1-$5), the
 /// messages that need no dedupe or won their key ($6-$13), their
-/// deliveries ($14-$18); returns the winners' ids, then the holders of
+/// deliveries ($14-$19), the fetch jobs of those that need one ($20);
+/// returns the winners' ids, then the holders of
 /// candidate keys in the statement's snapshot (each looked up by primary
 /// key, so the generic plan never scans `dedupe`; `plan_tests` checks it).
 const INGEST_SQL: &str = "WITH won AS ( \
@@ -253,9 +260,16 @@ const INGEST_SQL: &str = "WITH won AS ( \
              del AS ( \
                INSERT INTO deliveries (id, message_id, sink, status, attempts, next_attempt_at, \
                  events, cycle_started_at, created_at, updated_at) \
-               SELECT i, m, s, 'pending', 0, t, e, t, t, t \
-               FROM UNNEST($14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[]) AS u(i, m, s, t, e) \
-               WHERE m IN (SELECT id FROM msg)) \
+               SELECT i, m, s, 'pending', 0, n, e, t, t, t \
+               FROM UNNEST($14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[], $19::bigint[]) \
+                 AS u(i, m, s, t, e, n) \
+               WHERE m IN (SELECT id FROM msg)), \
+             fch AS ( \
+               INSERT INTO fetches (message_id, source, status, attempts, next_attempt_at, \
+                 cycle_started_at, created_at, updated_at) \
+               SELECT i, s, 'pending', 0, r, r, r, r \
+               FROM UNNEST($6::text[], $7::text[], $8::bigint[], $20::bool[]) AS u(i, s, r, f) \
+               WHERE f AND i IN (SELECT id FROM msg)) \
              SELECT message_id, NULL AS source, NULL AS key FROM won \
              UNION ALL \
              SELECT * FROM (SELECT (SELECT d.message_id FROM dedupe d WHERE d.source = h.s AND d.key = h.k) AS id, \
@@ -280,9 +294,11 @@ const CLAIM_SQL: &str = "WITH c AS ( \
                             ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED)) \
                RETURNING id, message_id, attempts, cycle_started_at, events) \
              SELECT c.id, c.message_id, CAST(c.attempts AS BIGINT) AS attempts, c.cycle_started_at, c.events AS matched, \
-                    m.source, m.received_at, m.content_type, m.body, m.events \
+                    m.source, m.received_at, m.content_type, m.body, m.events, f.fetch_status, f.changes \
              FROM c CROSS JOIN LATERAL (SELECT source, received_at, content_type, body, events \
-                                        FROM messages WHERE messages.id = c.message_id OFFSET 0) AS m";
+                                        FROM messages WHERE messages.id = c.message_id OFFSET 0) AS m \
+             LEFT JOIN LATERAL (SELECT status AS fetch_status, changes \
+                                FROM fetches WHERE fetches.message_id = c.message_id OFFSET 0) AS f ON true";
 
 /// The earliest due time over the sinks in `$1`: per sink, so each lookup
 /// is the first entry of the queue index, not a scan of every backlog.
@@ -308,6 +324,15 @@ impl catalog::Write for PgStore {
 
     async fn write(&self, q: &catalog::Query) -> Result<u64, StoreError> {
         Ok(catalog::write_with(&self.pool, q).await?)
+    }
+
+    async fn write_all(&self, qs: &[catalog::Query]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for q in qs {
+            catalog::write_with(&mut *tx, q).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn requeued(&self) {

@@ -130,6 +130,17 @@ impl catalog::Write for SqliteStore {
     async fn write(&self, q: &catalog::Query) -> Result<u64, StoreError> {
         Ok(catalog::write_with(&mut *self.writer.conn().await?, q).await?)
     }
+
+    async fn write_all(&self, qs: &[catalog::Query]) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let mut conn = self.writer.conn().await?;
+        let mut tx = conn.begin().await?;
+        for q in qs {
+            catalog::write_with(&mut *tx, q).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -254,8 +265,26 @@ impl Store for SqliteStore {
                     .push_bind(d.sink.as_str())
                     .push("'pending'")
                     .push("0")
-                    .push_bind(m.received_at)
+                    .push_bind(d.due(m.received_at))
                     .push_bind(d.events.as_str())
+                    .push_bind(m.received_at)
+                    .push_bind(m.received_at)
+                    .push_bind(m.received_at);
+            });
+            qb.push("; ");
+        }
+        let fetches: Vec<&&NewMessage> = keep.iter().filter(|m| m.fetch).collect();
+        for chunk in fetches.chunks(ROWS_PER_STATEMENT) {
+            qb.push(
+                "INSERT INTO fetches (message_id, source, status, attempts, next_attempt_at, \
+                 cycle_started_at, created_at, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, m| {
+                b.push_bind(m.id.as_str())
+                    .push_bind(m.source.as_str())
+                    .push("'pending'")
+                    .push("0")
+                    .push_bind(m.received_at)
                     .push_bind(m.received_at)
                     .push_bind(m.received_at)
                     .push_bind(m.received_at);
@@ -284,8 +313,10 @@ impl Store for SqliteStore {
                           AND status IN ('pending', 'in_flight') AND next_attempt_at <= $3 \
                           ORDER BY next_attempt_at LIMIT $5); \
              SELECT d.id, d.message_id, CAST(d.attempts AS BIGINT) AS attempts, d.cycle_started_at, d.events AS matched, \
-                    m.source, m.received_at, m.content_type, m.body, m.events \
+                    m.source, m.received_at, m.content_type, m.body, m.events, \
+                    f.status AS fetch_status, f.changes \
              FROM deliveries d JOIN messages m ON m.id = d.message_id \
+             LEFT JOIN fetches f ON f.message_id = d.message_id \
              WHERE d.sink = $4 AND d.status = 'in_flight' AND d.lease_token = $1 ORDER BY d.id",
         )
         .bind(&token)
