@@ -423,4 +423,35 @@ mod tests {
         );
         assert!(!text.contains("hunter2"), "{text}");
     }
+
+    #[test]
+    fn the_table_in_a_whole_file() {
+        let file = |kind: &str, extra: &str| {
+            format!(
+                "[[sources]]\nname = \"s\"\nkind = \"{kind}\"\nsecret = \"k\"\n[sources.arcgis]\n{SVC}\n{extra}\n"
+            )
+        };
+        let e = crate::config::Config::from_toml(&file("hmac", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sources[0].arcgis:") && e.contains("arcgis-service"),
+            "{e}"
+        );
+        let e = crate::config::Config::from_toml(&file("arcgis-service", "tokn = \"x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sources[0].arcgis") && e.contains("tokn"), "{e}");
+        let c = crate::config::Config::from_toml(&file(
+            "arcgis-service",
+            "client_id = \"app\"\nclient_secret = \"hunter2-secret\"",
+        ))
+        .unwrap();
+        let printed = c.redacted_toml();
+        assert!(
+            printed.contains("[sources.arcgis]") && printed.contains("client_id = \"app\""),
+            "{printed}"
+        );
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
 }

@@ -90,7 +90,10 @@ impl Config {
                         "[sources.arcgis] applies only to kind = \"arcgis-service\"",
                     ));
                 }
-                a.validate(&format!("{key}.arcgis"), self.delivery.allowed_hosts.as_deref())?;
+                a.validate(
+                    &format!("{key}.arcgis"),
+                    self.delivery.allowed_hosts.as_deref(),
+                )?;
             }
         }
 
