@@ -668,3 +668,47 @@ async fn the_emulator_window_can_include_its_start() {
     assert_eq!(oids(&layer0(&doc).adds), [first, second], "min included");
     assert_eq!(layer0(&doc).server_gens, Some([g, g + 1]));
 }
+
+#[tokio::test]
+async fn a_max_record_count_below_page_size_loses_no_feature() {
+    let emu = emulator().await;
+    emu.set(|s| {
+        s.ids_only_service = true;
+        s.max_record_count = 2;
+    });
+    let f = fetcher(&emu, &format!("{}\npage_size = 5", api_key_keys()));
+    let start = emu.server_gen();
+    let added: Vec<i64> = (0..7).map(|i| emu.add(0, json!({"n": i}), None)).collect();
+    let doc = f
+        .fetch(&emu.changes_url(start, emu.server_gen(), ""), &opts())
+        .await
+        .unwrap();
+    assert_eq!(oids(&layer0(&doc).adds), added);
+    assert!(!doc.truncated);
+    // 5 asked, 2 given; the other 5 in pages of 2.
+    let pages: Vec<usize> = emu
+        .calls("/0/query")
+        .iter()
+        .map(|q| q.form["objectIds"].split(',').count())
+        .collect();
+    assert_eq!(pages, [5, 2, 2, 1], "{pages:?}");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let emu = emulator().await;
+    let f = fetcher(&emu, &api_key_keys());
+    let url = emu.changes_url(1, 2, "");
+    for status in [301, 302, 307, 308] {
+        emu.script_redirect(status, &format!("{}/elsewhere", emu.base()));
+        let before = emu.log().len();
+        let e = f.fetch(&url, &opts()).await.unwrap_err();
+        assert!(matches!(e, FetchError::Permanent { .. }), "{status}: {e:?}");
+        assert!(e.to_string().contains("redirect"), "{e}");
+        assert_eq!(
+            emu.log().len(),
+            before + 1,
+            "{status}: the Location was not called"
+        );
+    }
+}

@@ -248,9 +248,19 @@ pub fn parse_job_status(v: &Value) -> Result<JobStatus, ArcgisError> {
     }
 }
 
-/// Reads a layer query answer into its features and the object-id field
-/// (`objectIdFieldName`, else `OBJECTID`).
-pub fn parse_query_answer(v: &Value) -> Result<(Vec<Value>, String), ArcgisError> {
+/// A layer query answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryAnswer {
+    /// The features, Esri JSON.
+    pub features: Vec<Value>,
+    /// `objectIdFieldName`, else `OBJECTID`.
+    pub object_id_field: String,
+    /// `exceededTransferLimit`: the layer's `maxRecordCount` cut the answer.
+    pub exceeded: bool,
+}
+
+/// Reads a layer query answer.
+pub fn parse_query_answer(v: &Value) -> Result<QueryAnswer, ArcgisError> {
     if let Some(e) = envelope_error(v, None) {
         return Err(e);
     }
@@ -259,12 +269,20 @@ pub fn parse_query_answer(v: &Value) -> Result<(Vec<Value>, String), ArcgisError
         .and_then(Value::as_array)
         .cloned()
         .ok_or_else(|| unexpected("query answer has no features"))?;
-    let field = v
+    let object_id_field = v
         .get("objectIdFieldName")
         .and_then(Value::as_str)
         .unwrap_or("OBJECTID")
         .to_string();
-    Ok((features, field))
+    let exceeded = v
+        .get("exceededTransferLimit")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(QueryAnswer {
+        features,
+        object_id_field,
+        exceeded,
+    })
 }
 
 /// A feature's object id: the named attribute, else any attribute of that
@@ -498,8 +516,14 @@ mod tests {
     fn query_answers_and_object_ids() {
         let v =
             serde_json::json!({"objectIdFieldName":"FID","features":[{"attributes":{"fid":3}}]});
-        let (f, field) = parse_query_answer(&v).unwrap();
-        assert_eq!((object_id(&f[0], &field), field.as_str()), (Some(3), "FID"));
+        let q = parse_query_answer(&v).unwrap();
+        assert_eq!(
+            (object_id(&q.features[0], &q.object_id_field), q.exceeded),
+            (Some(3), false)
+        );
+        let v = serde_json::json!({"features":[],"exceededTransferLimit":true});
+        let q = parse_query_answer(&v).unwrap();
+        assert_eq!((q.object_id_field.as_str(), q.exceeded), ("OBJECTID", true));
         assert!(parse_query_answer(&serde_json::json!({})).is_err());
     }
 }

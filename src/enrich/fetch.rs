@@ -11,7 +11,7 @@ use super::token::TokenSource;
 use super::{system_clock, Clock, FetchError};
 use crate::arcgis::answer::{
     object_id, parse_extract_answer, parse_job_status, parse_query_answer, ExtractAnswer,
-    JobStatus, LayerIds,
+    JobStatus, LayerIds, QueryAnswer,
 };
 use crate::arcgis::changes::{
     display_url, job_url_allowed, normalize_changes_url, service_allowed, service_of, AskedGens,
@@ -318,33 +318,31 @@ impl Fetcher {
                 .map_err(|_| FetchError::permanent("service URL cannot take a path"))?
                 .push(&l.id.to_string())
                 .push("query");
-            for page in wanted.chunks(self.page_size) {
-                let ids = page
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let mut form = vec![
-                    ("objectIds", ids),
-                    ("outFields", "*".to_string()),
-                    ("returnGeometry", "true".to_string()),
-                    ("f", "json".to_string()),
-                ];
-                if opts.wgs84 {
-                    form.push(("outSR", "4326".to_string()));
-                }
-                let answer = self
-                    .call(&Req::Post {
-                        url: &query,
-                        form: &form,
-                    })
-                    .await?;
-                let (features, field) = parse_query_answer(&answer)
-                    .map_err(|e| arcgis_error(&format!("POST {}", display_url(&query)), e, None))?;
-                for f in features {
-                    if let Some(oid) = object_id(&f, &field) {
+            // Pages of `page_size`; when the layer's maxRecordCount is
+            // smaller (`exceededTransferLimit`), the ids it did not return
+            // are asked again in pages of what it did return.
+            let mut queue = wanted;
+            let mut size = self.page_size;
+            while !queue.is_empty() {
+                let page: Vec<i64> = queue.drain(..size.min(queue.len())).collect();
+                let answer = self.query_page(&query, &page, opts).await?;
+                let mut got = 0;
+                for f in answer.features {
+                    if let Some(oid) = object_id(&f, &answer.object_id_field) {
+                        got += usize::from(page.contains(&oid));
                         found.insert(oid, f);
                     }
+                }
+                if answer.exceeded {
+                    if got == 0 {
+                        return Err(FetchError::permanent(format!(
+                            "POST {}: exceededTransferLimit with no feature of the page",
+                            display_url(&query)
+                        )));
+                    }
+                    size = got;
+                    let missing = page.into_iter().filter(|id| !found.contains_key(id));
+                    queue.splice(0..0, missing);
                 }
             }
             let mut pick = |ids: &[i64]| -> Vec<Value> {
@@ -363,6 +361,33 @@ impl Fetcher {
             out.push(layer);
         }
         Ok((out, truncated))
+    }
+
+    /// One page of a layer query by object id, every field, with geometry.
+    async fn query_page(
+        &self,
+        query: &Url,
+        ids: &[i64],
+        opts: &FetchOptions,
+    ) -> Result<QueryAnswer, FetchError> {
+        let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let mut form = vec![
+            ("objectIds", ids),
+            ("outFields", "*".to_string()),
+            ("returnGeometry", "true".to_string()),
+            ("f", "json".to_string()),
+        ];
+        if opts.wgs84 {
+            form.push(("outSR", "4326".to_string()));
+        }
+        let answer = self
+            .call(&Req::Post {
+                url: query,
+                form: &form,
+            })
+            .await?;
+        parse_query_answer(&answer)
+            .map_err(|e| arcgis_error(&format!("POST {}", display_url(query)), e, None))
     }
 }
 

@@ -84,6 +84,9 @@ pub struct Switches {
     pub delay: Duration,
     /// Extra delay before token endpoint answers.
     pub token_delay: Duration,
+    /// Most features one layer query returns; more set
+    /// `exceededTransferLimit` (the layer's `maxRecordCount`).
+    pub max_record_count: usize,
 }
 
 impl Default for Switches {
@@ -104,6 +107,7 @@ impl Default for Switches {
             inclusive_min: false,
             delay: Duration::ZERO,
             token_delay: Duration::ZERO,
+            max_record_count: 2000,
         }
     }
 }
@@ -133,7 +137,7 @@ struct Emu {
     jobs: HashMap<String, Job>,
     log: Vec<Logged>,
     outage: u32,
-    scripted: VecDeque<(u16, Value)>,
+    scripted: VecDeque<(u16, Value, Option<String>)>,
 }
 
 /// The running emulator.
@@ -275,7 +279,14 @@ impl Emulator {
 
     /// The next service request (after the token check) answers this.
     pub fn script(&self, status: u16, body: Value) {
-        self.lock().scripted.push_back((status, body));
+        self.lock().scripted.push_back((status, body, None));
+    }
+
+    /// The next service request answers a redirect to `location`.
+    pub fn script_redirect(&self, status: u16, location: &str) {
+        self.lock()
+            .scripted
+            .push_back((status, json!({}), Some(location.to_string())));
     }
 
     /// Every request so far.
@@ -427,8 +438,12 @@ async fn handle(
             };
         }
     }
-    if let Some((status, body)) = e.scripted.pop_front() {
-        return answer(status, body);
+    if let Some((status, body, location)) = e.scripted.pop_front() {
+        let mut r = answer(status, body);
+        if let Some(l) = location {
+            r.headers_mut().insert("location", l.parse().unwrap());
+        }
+        return r;
     }
     let base = format!(
         "http://{}{}",
@@ -657,14 +672,17 @@ fn layer_query(e: &Emu, layer: &str, p: &BTreeMap<String, String>) -> Response {
         .get("objectIds")
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .unwrap_or_default();
-    let features: Vec<Value> = ids
+    let mut features: Vec<Value> = ids
         .iter()
         .filter_map(|id| rows.get(id))
         .filter(|r| r.deleted.is_none())
         .map(feature)
         .collect();
-    answer(
-        200,
-        json!({"objectIdFieldName": "OBJECTID", "features": features}),
-    )
+    let exceeded = features.len() > e.switches.max_record_count;
+    features.truncate(e.switches.max_record_count);
+    let mut body = json!({"objectIdFieldName": "OBJECTID", "features": features});
+    if exceeded {
+        body["exceededTransferLimit"] = true.into();
+    }
+    answer(200, body)
 }
