@@ -508,6 +508,9 @@ mod tests {
         let t = parse_token_answer(&sample!("oauth-token"), 1_000).unwrap();
         assert_eq!(t.expires_at_ms, Some(1_000 + 7200 * 1000));
         assert!(t.token.starts_with("3NKH"));
+        // A user grant answers the same way, plus keys we do not use.
+        let t = parse_token_answer(&sample!("oauth-token-authorization-code"), 0).unwrap();
+        assert_eq!(t.expires_at_ms, Some(1800 * 1000));
         assert!(parse_token_answer(&sample!("error-400-generate-token"), 0).is_err());
         assert!(parse_token_answer(&serde_json::json!({}), 0).is_err());
     }

@@ -355,6 +355,40 @@ mod tests {
     }
 
     #[test]
+    fn the_payload_samples_changes_urls_normalise() {
+        let online: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/arcgis-rest/payload-online.json"
+        ))
+        .unwrap();
+        let decoded: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/arcgis-rest/payload-online-decoded-changesurl.json"
+        ))
+        .unwrap();
+        let enterprise: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/arcgis-rest/payload-enterprise-feature.json"
+        ))
+        .unwrap();
+        for (v, window) in [
+            (&online[0]["changesUrl"], [4410371, 4410388]),
+            (&decoded[0]["changesUrl"], [4410371, 4410388]),
+            (&enterprise["changesUrl"], [1733068790115, 1733068814902]),
+        ] {
+            let raw = v.as_str().unwrap();
+            let url = normalize_changes_url(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(AskedGens::from_url(&url).pair, Some(window), "{raw}");
+            // The 11.5-12.0 form of the same value.
+            let wrapped = serde_json::to_string(raw).unwrap();
+            assert_eq!(normalize_changes_url(&wrapped).unwrap(), url);
+        }
+        let url = normalize_changes_url(online[0]["changesUrl"].as_str().unwrap()).unwrap();
+        let async_param = url.query_pairs().find(|(k, _)| k == "async");
+        assert_eq!(
+            async_param.map(|(_, v)| v.into_owned()).as_deref(),
+            Some("true")
+        );
+    }
+
+    #[test]
     fn a_raw_url_keeps_its_own_escapes() {
         // `%2C` inside a raw URL is the URL's business, not a second layer
         // of encoding to strip.
