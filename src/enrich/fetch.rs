@@ -118,6 +118,11 @@ impl Fetcher {
         }
     }
 
+    /// The source this fetcher belongs to.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// The source's token cache (for its request count, or to share it).
     pub fn tokens(&self) -> &TokenSource {
         &self.tokens
