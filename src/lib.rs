@@ -22,7 +22,9 @@
 //! together and explains the shutdown order. [`server`] runs both
 //! listeners, ingress over HTTPS when [`tls`] has a certificate (reloaded on
 //! SIGHUP); [`sinks::client`] holds the egress rules (proxy, CA, client
-//! certificate, `allowed_hosts`).
+//! certificate, `allowed_hosts`). [`enrich`] fetches the edits a
+//! feature-service webhook's `changesUrl` points at, with the source's
+//! ArcGIS credentials.
 
 pub mod admin;
 pub mod app;
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod enrich;
 pub mod ingress;
 pub mod metrics;
 pub mod routing;

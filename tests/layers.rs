@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["routing"],
     &["sinks"],
+    &["enrich"],
     &["metrics"],
     &["dispatch"],
     &["ingress"],

@@ -12,12 +12,13 @@
 //!
 //! Files: `server.rs` and `store.rs` the listener, store and retention
 //! sections; `delivery.rs` `[delivery]` and the per-sink policy;
-//! `source.rs` `[[sources]]`; `sink.rs` `[[sinks]]` as written,
+//! `source.rs` `[[sources]]`, `arcgis.rs` its `[sources.arcgis]` table; `sink.rs` `[[sinks]]` as written,
 //! `spec.rs` as typed, `convert.rs` from one to the other (and back, for
 //! printing); `validate.rs` the checks across sections;
 //! `values.rs` secrets, durations, references and URL redaction;
 //! `egress.rs` the `allowed_hosts` patterns.
 
+mod arcgis;
 mod convert;
 mod delivery;
 pub mod egress;
@@ -33,6 +34,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use arcgis::{ArcgisCredential, ArcgisSourceConfig, DEFAULT_OAUTH_TOKEN_URL, MAX_PAGE_SIZE};
 pub use delivery::{
     CircuitConfig, DeactivateConfig, DeliveryConfig, DeliveryOverrides, DeliveryPolicy,
 };

@@ -3,6 +3,7 @@
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::arcgis::ArcgisSourceConfig;
 use super::values::{Dur, Secrets};
 
 /// How a source authenticates and what it sends.
@@ -53,12 +54,16 @@ pub struct SourceConfig {
     /// When set, only these networks may post.
     #[serde(default)]
     pub allow_ips: Vec<IpNet>,
+    /// `arcgis-service` only: `[sources.arcgis]`, how to fetch the edits a
+    /// payload's `changesUrl` points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arcgis: Option<ArcgisSourceConfig>,
 }
 
 impl SourceConfig {
     /// Whether this source's feature-service events are enriched with
     /// their edited features (the fetch stage).
     pub fn enriches(&self) -> bool {
-        false
+        self.arcgis.is_some()
     }
 }

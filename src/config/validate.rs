@@ -83,6 +83,18 @@ impl Config {
                     "header, prefix and encoding apply only to kind = \"hmac\"",
                 ));
             }
+            if let Some(a) = &src.arcgis {
+                if src.kind != SourceKind::ArcgisService {
+                    return Err(invalid(
+                        format!("{key}.arcgis"),
+                        "[sources.arcgis] applies only to kind = \"arcgis-service\"",
+                    ));
+                }
+                a.validate(
+                    &format!("{key}.arcgis"),
+                    self.delivery.allowed_hosts.as_deref(),
+                )?;
+            }
         }
 
         let mut sink_names = HashSet::new();
