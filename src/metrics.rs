@@ -116,6 +116,13 @@ pub struct Metrics {
     overdue: Family<SinkLabel, Gauge>,
     state: Family<SinkState, Gauge>,
     end_to_end: HistogramFamily<SinkLabel>,
+    fetches: Family<SourceOutcome, Counter>,
+    fetch_duration: HistogramFamily<SourceLabel>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
 }
 
 impl Default for Metrics {
@@ -183,6 +190,19 @@ impl Metrics {
             "Time from receipt to successful delivery",
             end_to_end.clone(),
         );
+        let fetches = Family::<SourceOutcome, Counter>::default();
+        registry.register(
+            "hookrelay_fetches",
+            "Fetch attempts of feature changes by source and outcome (done, retried, dead, refused)",
+            fetches.clone(),
+        );
+        let fetch_duration: HistogramFamily<SourceLabel> =
+            Family::new_with_constructor(end_to_end_histogram);
+        registry.register(
+            "hookrelay_fetch_duration_seconds",
+            "Duration of one fetch attempt (every changesUrl of a message, async jobs included)",
+            fetch_duration.clone(),
+        );
         let build = Family::<Version, Gauge>::default();
         build
             .get_or_create(&Version {
@@ -201,7 +221,25 @@ impl Metrics {
             overdue,
             state,
             end_to_end,
+            fetches,
+            fetch_duration,
         }
+    }
+
+    /// Counts a finished fetch attempt: `outcome` is done, retried, dead
+    /// or refused; `source` a configured source name.
+    pub fn fetch(&self, source: &str, outcome: &'static str, secs: f64) {
+        self.fetches
+            .get_or_create(&SourceOutcome {
+                source: source.to_string(),
+                outcome,
+            })
+            .inc();
+        self.fetch_duration
+            .get_or_create(&SourceLabel {
+                source: source.to_string(),
+            })
+            .observe(secs);
     }
 
     /// Counts one ingress request. `source` must be a configured name or `unknown`.

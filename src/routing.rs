@@ -25,6 +25,9 @@ struct SinkRoute {
     /// Renders the edited features (a format, template or filter that
     /// reads them), so it waits for the message's fetch when there is one.
     needs_changes: bool,
+    /// Sends nothing but the changes (`format = "changes"` or `"geojson"`):
+    /// takes only events whose changes an enriched source fetches.
+    only_changes: bool,
     sources: Option<HashSet<String>>,
     patterns: Option<Vec<Pattern>>,
 }
@@ -58,6 +61,7 @@ impl RouteTable {
             .map(|s| SinkRoute {
                 name: SinkName::from(s.name()),
                 needs_changes: s.needs_changes(),
+                only_changes: s.only_changes(),
                 sources: s
                     .common()
                     .sources
@@ -99,6 +103,7 @@ impl RouteTable {
                     None => true,
                     Some(ps) => ps.iter().any(|p| p.matches(e)),
                 })
+                .filter(|(_, e)| !s.only_changes || (enriched && e.changes_url.is_some()))
                 .map(|(i, _)| i)
                 .collect();
             if !matched.is_empty() {

@@ -303,12 +303,15 @@ pub async fn get_message(
     State(st): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageDoc>, AdminError> {
+    let id = MessageId::from(id.as_str());
     let m = st
         .store
-        .message(&MessageId::from(id.as_str()))
+        .message(&id)
         .await?
-        .ok_or_else(|| AdminError::NotFound(format!("no message {id:?}")))?;
-    Ok(Json(m.into()))
+        .ok_or_else(|| AdminError::NotFound(format!("no message {:?}", id.as_str())))?;
+    let mut doc = MessageDoc::from(m);
+    doc.fetch = st.store.fetch_row(&id).await?.map(Into::into);
+    Ok(Json(doc))
 }
 
 fn parse_status(s: &str) -> Result<Status, AdminError> {

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::domain::event::Event;
 use crate::domain::time::Millis;
-use crate::store::{self, Status};
+use crate::store::{self, FetchStatus, Status};
 
 /// A delivery as the API and CLI show it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -133,6 +133,45 @@ pub struct MessageDoc {
     pub events_error: Option<String>,
     /// Deliveries with their attempts.
     pub deliveries: Vec<DeliveryDetailDoc>,
+    /// The fetch job of the message's feature changes, when its routes
+    /// needed them (an enriched `arcgis-service` source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchDoc>,
+}
+
+/// A message's fetch job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FetchDoc {
+    /// `pending`, `in_flight`, `done` or `dead`.
+    pub status: FetchStatus,
+    /// Attempts in the current cycle.
+    pub attempts: u32,
+    /// When it is due (for `in_flight`: when its lease ends), RFC 3339.
+    pub next_attempt_at: Option<String>,
+    /// Error of the last attempt (never a token or a query string).
+    pub last_error: Option<String>,
+    /// Once done: the service, feature count, `truncated`, and per layer
+    /// the counts of adds, updates and deletes.
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<serde_json::Value>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<store::FetchRow> for FetchDoc {
+    fn from(f: store::FetchRow) -> Self {
+        FetchDoc {
+            status: f.status,
+            attempts: f.attempts,
+            next_attempt_at: f.next_attempt_at.map(Millis::rfc3339),
+            last_error: f.last_error,
+            summary: f.summary,
+            created_at: f.created_at.rfc3339(),
+            updated_at: f.updated_at.rfc3339(),
+        }
+    }
 }
 
 impl From<store::MessageDetail> for MessageDoc {
@@ -148,6 +187,7 @@ impl From<store::MessageDetail> for MessageDoc {
             events: m.events,
             events_error: m.events_error,
             deliveries: m.deliveries.into_iter().map(Into::into).collect(),
+            fetch: None,
         }
     }
 }

@@ -9,10 +9,11 @@
 //! identities, templates, secrets and URLs only a kind understands) is
 //! checked here, by building it, naming the key (`sinks[2].template`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
-use crate::dispatch::SinkSet;
+use crate::dispatch::{SinkSet, SourceFetch};
 use crate::routing::RouteTable;
 use crate::tls::TlsIngress;
 
@@ -26,6 +27,8 @@ pub struct Compiled {
     pub sinks: SinkSet,
     /// The ingress certificate, when `[server] tls_cert` is set.
     pub tls: Option<TlsIngress>,
+    /// Each enriched source's fetcher (`[sources.arcgis]`), by source name.
+    pub fetchers: HashMap<String, SourceFetch>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -62,12 +65,41 @@ pub fn compile(config: Config) -> Result<Compiled, ConfigError> {
     // templates; building is what checks what only its kind knows.
     let sinks = SinkSet::build(&config)?;
     let routes = RouteTable::new(&config);
+    let fetchers = fetchers(&config)?;
     Ok(Compiled {
         config: Arc::new(config),
         routes,
         sinks,
         tls,
+        fetchers,
     })
+}
+
+/// The fetcher of every source with `[sources.arcgis]`, asking ArcGIS for
+/// WGS 84 geometry (`outSR=4326`) when a sink that can take the source's
+/// events renders GeoJSON (the relay does not reproject).
+fn fetchers(config: &Config) -> Result<HashMap<String, SourceFetch>, ConfigError> {
+    let mut out = HashMap::new();
+    for src in &config.sources {
+        let Some(fetcher) = crate::enrich::Fetcher::from_config(src, &config.delivery)? else {
+            continue;
+        };
+        let wgs84 = config.sinks.iter().any(|s| {
+            s.wants_wgs84()
+                && s.common()
+                    .sources
+                    .as_ref()
+                    .is_none_or(|v| v.contains(&src.name))
+        });
+        out.insert(
+            src.name.clone(),
+            SourceFetch {
+                options: fetcher.options(wgs84),
+                fetcher: Arc::new(fetcher),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// [`compile`] from configuration text.

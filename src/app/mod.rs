@@ -20,7 +20,7 @@ pub use compile::{compile, compile_text, Compiled};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
-use crate::dispatch::{random_jitter, Dispatcher, Jitter, SinkSet};
+use crate::dispatch::{random_jitter, Dispatcher, FetchStage, Jitter, SinkSet};
 use crate::ingress::{self, IngressState};
 use crate::metrics::Metrics;
 use crate::server::{serve, serve_with_tls, ServeOptions};
@@ -70,7 +70,9 @@ impl Default for RelayOptions {
 /// connection closes, the last handle to the commit batcher goes with it, so
 /// `commit_task` ends only after every accepted request is committed. The
 /// dispatcher stops claiming, gives attempts in flight the grace period and
-/// returns the leases of the rest. `tasks` are all of these, awaited by
+/// returns the leases of the rest. The fetch stage stops at once: a fetch
+/// cut off keeps its lease and runs again when the lease ends (fetching
+/// only reads from ArcGIS, so running it twice is harmless). `tasks` are all of these, awaited by
 /// [`Relay::wait`].
 pub struct Relay {
     /// Where ingress listens.
@@ -81,6 +83,8 @@ pub struct Relay {
     pub store: Arc<dyn Store>,
     /// The dispatcher, for tests that drive it step by step.
     pub dispatcher: Arc<Dispatcher>,
+    /// The fetch stage, likewise.
+    pub fetches: Arc<FetchStage>,
     /// The sinks at run time.
     pub sinks: Arc<SinkSet>,
     tls: Option<TlsIngress>,
@@ -112,6 +116,7 @@ impl Relay {
             routes,
             sinks,
             tls,
+            fetchers,
         } = compiled;
         let store = store::open(&config.store, true, true).await?;
         let released = store.recover(now_ms()).await?;
@@ -140,13 +145,23 @@ impl Relay {
         );
         tasks.push(commit_task);
 
-        let ingress_state = Arc::new(IngressState::new(
+        let fetches = Arc::new(FetchStage::new(
+            store.clone(),
+            fetchers,
+            config.delivery.policy_defaults(),
+            metrics.clone(),
+            opts.jitter.clone(),
+            config.delivery.poll_interval.0,
+        ));
+        let mut ingress_state = IngressState::new(
             config.clone(),
             routes,
             sinks.clone(),
             commits,
             metrics.clone(),
-        ));
+        );
+        ingress_state.fetches = Some(fetches.clone());
+        let ingress_state = Arc::new(ingress_state);
         let ingress_router = ingress::router(ingress_state).layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
@@ -195,6 +210,7 @@ impl Relay {
         ));
         if opts.dispatch {
             tasks.push(tokio::spawn(dispatcher.clone().run(cancel.clone())));
+            tasks.push(tokio::spawn(fetches.clone().run(cancel.clone())));
         }
 
         let admin_state = Arc::new(AdminState {
@@ -223,6 +239,7 @@ impl Relay {
             admin_addr,
             store,
             dispatcher,
+            fetches,
             sinks,
             tls,
             cancel,

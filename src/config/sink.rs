@@ -80,12 +80,22 @@ pub enum HttpFormat {
     Original,
     /// The normalised events as JSON.
     Events,
+    /// The fetched changes document (on an enriched source).
+    Changes,
+    /// The fetched changes as an RFC 7946 FeatureCollection, one feature
+    /// per edit (on an enriched source).
+    Geojson,
 }
 
 impl HttpFormat {
     /// Whether the body is made of the fetched changes.
     pub fn reads_changes(&self) -> bool {
-        false
+        matches!(self, HttpFormat::Changes | HttpFormat::Geojson)
+    }
+
+    /// Whether the body is GeoJSON.
+    pub fn is_geojson(&self) -> bool {
+        *self == HttpFormat::Geojson
     }
 }
 

@@ -203,6 +203,29 @@ impl SinkSpec {
         &self.common().name
     }
 
+    /// Whether the sink sends nothing but the fetched changes
+    /// (`format = "changes"` or `"geojson"`): it takes only the events of
+    /// enriched sources that have a `changesUrl`.
+    pub fn only_changes(&self) -> bool {
+        match self {
+            SinkSpec::Http(s) | SinkSpec::PowerAutomate(s) => {
+                s.format.is_some_and(|f| f.reads_changes())
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the sink renders geometry as GeoJSON, which RFC 7946 wants
+    /// in WGS 84: the fetch then asks ArcGIS for `outSR=4326`.
+    pub fn wants_wgs84(&self) -> bool {
+        match self {
+            SinkSpec::Http(s) | SinkSpec::PowerAutomate(s) => {
+                s.format.is_some_and(|f| f.is_geojson())
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the sink renders the edited features of a feature-service
     /// event, so its deliveries wait for the message's fetch (on an
     /// enriched source). The templated kinds show them; `http` and

@@ -11,11 +11,13 @@
 pub mod circuit;
 #[cfg(test)]
 mod fault_tests;
+pub mod fetcher;
 pub mod ratelimit;
 pub mod retry;
 mod sinkset;
 mod worker;
 
+pub use fetcher::{FetchStage, SourceFetch};
 pub use sinkset::{SinkRuntime, SinkSet};
 use worker::{lease_for, take_batch};
 
@@ -32,11 +34,9 @@ use crate::sinks::AttemptOutcome;
 use crate::store::batch::Batcher;
 use crate::store::{
     now_ms, AttemptRecord, Claimed, Completion, FetchStatus, Millis, NextState, Store, StoreError,
+    PARKED,
 };
 
-/// How soon a delivery found waiting for its changes is looked at again
-/// (see [`Dispatcher::not_fetched`]).
-const FETCH_RECHECK: Duration = Duration::from_secs(30);
 use circuit::Transition;
 use retry::next_state;
 
@@ -265,10 +265,10 @@ impl Dispatcher {
 
     /// A delivery that needs its message's changes before they are
     /// fetched. Normally such a delivery stays parked until the fetch is
-    /// done; this one was made due early (a replay while the fetch ran, a
-    /// relay stopped between two statements). Held back without spending
-    /// an attempt and looked at again in [`FETCH_RECHECK`]; if the fetch
-    /// died, it dies with it (replaying it requeues the fetch).
+    /// done; this one was made due early (a replay, which requeues the
+    /// fetch too). Parked again without spending an attempt: the fetch's
+    /// completion, or the fetch stage's sweep should the two cross, makes
+    /// it due. If the fetch died, it dies with it.
     fn not_fetched(&self, rt: &SinkRuntime, d: Claimed, clock: Option<Millis>) -> Completion {
         let now = clock.unwrap_or_else(now_ms);
         if d.fetch == Some(FetchStatus::Dead) {
@@ -290,9 +290,7 @@ impl Dispatcher {
         Completion {
             lease: d.lease(),
             attempt: None,
-            next: NextState::Defer {
-                at: now.after(FETCH_RECHECK),
-            },
+            next: NextState::Defer { at: PARKED },
             now,
         }
     }

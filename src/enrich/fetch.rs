@@ -110,6 +110,17 @@ impl Fetcher {
         self
     }
 
+    /// The longest one fetch of one changesUrl can take: its async job's
+    /// `job_timeout` plus a `timeout` for the submit, the result, a token
+    /// and every page of an ids-only query. The fetch stage leases a job
+    /// for at least this long, so a live attempt is never taken over.
+    pub fn attempt_budget(&self) -> Duration {
+        let pages = self.max_features.div_ceil(self.page_size.max(1) as u64);
+        let requests = u32::try_from(pages.saturating_add(4)).unwrap_or(u32::MAX);
+        self.job_timeout
+            .saturating_add(self.timeout.saturating_mul(requests))
+    }
+
     /// The options the source's configuration gives (its `max_features`).
     pub fn options(&self, wgs84: bool) -> FetchOptions {
         FetchOptions {

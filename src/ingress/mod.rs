@@ -52,6 +52,8 @@ pub struct IngressState {
     pub work: Arc<tokio::sync::Semaphore>,
     /// Requests in progress per client address.
     pub clients: Arc<limits::ClientSlots>,
+    /// The fetch stage, woken when a message needs its changes fetched.
+    pub fetches: Option<Arc<crate::dispatch::FetchStage>>,
 }
 
 impl IngressState {
@@ -71,6 +73,7 @@ impl IngressState {
             sinks,
             commits,
             metrics,
+            fetches: None,
         }
     }
 }
@@ -298,6 +301,11 @@ async fn accept(
             for r in &routed {
                 if let Some(s) = st.sinks.get(&r.sink) {
                     s.wake();
+                }
+            }
+            if routed.iter().any(|r| r.waits_for_changes) {
+                if let Some(f) = &st.fetches {
+                    f.wake();
                 }
             }
             (

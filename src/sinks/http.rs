@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ::http::Method;
 use serde::Serialize;
 
+use super::changes::changes_body;
 use super::sign::{signature_headers, signing_key};
 use super::{HttpKind, Outbound, RenderError};
 use crate::config::{ConfigError, HttpFormat, HttpSpec, SignScheme};
@@ -150,6 +151,11 @@ impl HttpKind for Http {
         let (body, content_type) = match self.format {
             HttpFormat::Original => (d.body.clone(), d.content_type.clone()),
             HttpFormat::Events => (events_body(d)?, "application/json".to_string()),
+            HttpFormat::Changes => (changes_body(d)?, "application/json".to_string()),
+            HttpFormat::Geojson => (
+                super::changes::geojson_body(d)?,
+                "application/geo+json".to_string(),
+            ),
         };
         let mut headers = vec![
             ("content-type".to_string(), content_type),

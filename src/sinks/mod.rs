@@ -4,6 +4,7 @@
 //! answer are shared here, so a new HTTP kind is a render and a classify.
 
 pub mod answer;
+pub mod changes;
 pub mod client;
 pub mod email;
 mod error;

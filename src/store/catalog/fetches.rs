@@ -103,6 +103,14 @@ pub trait FetchQueue: Send + Sync {
 
     /// The earliest time a job could be claimed.
     async fn next_fetch_due(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// Settles parked deliveries whose fetch already ended: due now when
+    /// it is done (or gone), dead when it died. Completing a fetch does
+    /// this for the deliveries parked at that moment; the sweep catches a
+    /// delivery parked while the fetch was completing (the dispatcher
+    /// parks one it finds early), so none waits for ever. Returns how many
+    /// it moved.
+    async fn sweep_parked(&self, now: Millis) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -284,6 +292,29 @@ impl<S: FetchSql> FetchQueue for S {
         let waiting: Vec<OptIntRaw> = self.fetch(&q).await?;
         s.waiting_deliveries = waiting.first().and_then(|r| r.value).unwrap_or(0).max(0) as u64;
         Ok(s)
+    }
+
+    async fn sweep_parked(&self, now: Millis) -> Result<u64, StoreError> {
+        let due = Query::with(
+            "UPDATE deliveries SET next_attempt_at = $1, updated_at = $1 \
+             WHERE status = 'pending' AND next_attempt_at = $2 AND NOT EXISTS \
+               (SELECT 1 FROM fetches f WHERE f.message_id = deliveries.message_id \
+                AND f.status IN ('pending', 'in_flight', 'dead'))",
+            [Param::time(now), Param::time(PARKED)],
+        );
+        let dead = Query::with(
+            "UPDATE deliveries SET status = 'dead', lease_token = NULL, updated_at = $1, \
+             last_error = 'changes not fetched: the fetch job is dead' \
+             WHERE status = 'pending' AND next_attempt_at = $2 AND EXISTS \
+               (SELECT 1 FROM fetches f WHERE f.message_id = deliveries.message_id \
+                AND f.status = 'dead')",
+            [Param::time(now), Param::time(PARKED)],
+        );
+        let n = self.write(&due).await? + self.write(&dead).await?;
+        if n > 0 {
+            self.requeued().await;
+        }
+        Ok(n)
     }
 
     async fn next_fetch_due(&self) -> Result<Option<Millis>, StoreError> {

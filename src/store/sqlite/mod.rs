@@ -464,6 +464,14 @@ impl Store for SqliteStore {
         .execute(&mut *self.writer.conn().await?)
         .await?
         .rows_affected();
+        // Fetch jobs too: the process that leased them is gone.
+        sqlx::query(
+            "UPDATE fetches SET status = 'pending', next_attempt_at = $1, lease_token = NULL \
+             WHERE status = 'in_flight'",
+        )
+        .bind(now)
+        .execute(&mut *self.writer.conn().await?)
+        .await?;
         Ok(n)
     }
 }
