@@ -6,11 +6,13 @@
 //!   form, time formatting that cannot fail, links that are only http(s);
 //! - [`pattern`]: event patterns in ArcGIS's trigger vocabulary;
 //! - [`delivery`]: delivery status, the verdict on an answer, the next state;
+//! - [`edit`]: add, update or delete, one feature's change;
 //! - [`secret`] and [`crypto`]: credentials that never print, HMAC and
 //!   constant-time comparison.
 
 pub mod crypto;
 pub mod delivery;
+pub mod edit;
 pub mod event;
 pub mod pattern;
 pub mod secret;
