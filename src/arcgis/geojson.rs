@@ -113,7 +113,9 @@ pub fn esri_geometry_to_geojson(geometry: &Value) -> Result<Option<Geometry>, Ge
         point(obj)?
     } else if let Some(points) = obj.get("points") {
         let points = positions(points, "points", dims)?;
-        (!points.is_empty()).then(|| GeometryValue::MultiPoint { coordinates: points })
+        (!points.is_empty()).then(|| GeometryValue::MultiPoint {
+            coordinates: points,
+        })
     } else if let Some(paths) = obj.get("paths") {
         polyline(paths, dims)?
     } else if let Some(rings) = obj.get("rings") {
@@ -206,7 +208,9 @@ fn position(v: &Value, at: &str, dims: Dims) -> Result<Position, GeometryError> 
 }
 
 fn positions(v: &Value, at: &str, dims: Dims) -> Result<Vec<Position>, GeometryError> {
-    let a = v.as_array().ok_or_else(|| malformed(at, "is not an array"))?;
+    let a = v
+        .as_array()
+        .ok_or_else(|| malformed(at, "is not an array"))?;
     a.iter()
         .enumerate()
         .map(|(i, p)| position(p, &format!("{at}[{i}]"), dims))
@@ -214,7 +218,9 @@ fn positions(v: &Value, at: &str, dims: Dims) -> Result<Vec<Position>, GeometryE
 }
 
 fn parts(v: &Value, at: &str, dims: Dims) -> Result<Vec<Vec<Position>>, GeometryError> {
-    let a = v.as_array().ok_or_else(|| malformed(at, "is not an array"))?;
+    let a = v
+        .as_array()
+        .ok_or_else(|| malformed(at, "is not an array"))?;
     a.iter()
         .enumerate()
         .map(|(i, p)| positions(p, &format!("{at}[{i}]"), dims))
@@ -226,7 +232,9 @@ fn polyline(paths: &Value, dims: Dims) -> Result<Option<GeometryValue>, Geometry
     lines.retain(|l| l.len() >= 2);
     Ok(match lines.len() {
         0 => None,
-        1 => lines.pop().map(|coordinates| GeometryValue::LineString { coordinates }),
+        1 => lines
+            .pop()
+            .map(|coordinates| GeometryValue::LineString { coordinates }),
         _ => Some(GeometryValue::MultiLineString { coordinates: lines }),
     })
 }
@@ -342,11 +350,13 @@ fn polygon(rings: &Value, dims: Dims) -> Result<Option<GeometryValue>, GeometryE
     }
     // Exteriors in the order they were written, each with its holes in
     // the order they were written.
-    let mut exteriors: Vec<usize> = (0..rings.len()).filter(|&i| depth[i] % 2 == 0).collect();
+    let mut exteriors: Vec<usize> = (0..rings.len())
+        .filter(|&i| depth[i].is_multiple_of(2))
+        .collect();
     exteriors.sort_unstable();
     let mut holes: Vec<Vec<usize>> = vec![Vec::new(); rings.len()];
     for i in 0..rings.len() {
-        if let (true, Some(p)) = (depth[i] % 2 == 1, parent[i]) {
+        if let (true, Some(p)) = (!depth[i].is_multiple_of(2), parent[i]) {
             holes[p].push(i);
         }
     }
@@ -366,7 +376,11 @@ fn polygon(rings: &Value, dims: Dims) -> Result<Option<GeometryValue>, GeometryE
     }
     Ok(match polygons.len() {
         0 => None,
-        1 => polygons.pop().map(|coordinates| GeometryValue::Polygon { coordinates }),
-        _ => Some(GeometryValue::MultiPolygon { coordinates: polygons }),
+        1 => polygons
+            .pop()
+            .map(|coordinates| GeometryValue::Polygon { coordinates }),
+        _ => Some(GeometryValue::MultiPolygon {
+            coordinates: polygons,
+        }),
     })
 }

@@ -74,7 +74,11 @@ fn multipoints() {
 fn polylines_one_path_or_several_with_m_dropped() {
     assert_eq!(
         convert(json!({"paths": [[[0, 0], [1, 1], [2, 0]]]})),
-        Some(GeometryValue::new_line_string([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]]))
+        Some(GeometryValue::new_line_string([
+            [0.0, 0.0],
+            [1.0, 1.0],
+            [2.0, 0.0]
+        ]))
     );
     let Some(GeometryValue::MultiLineString { coordinates: lines }) = convert(json!({
         "hasM": true,
@@ -97,7 +101,8 @@ fn polylines_one_path_or_several_with_m_dropped() {
 
 #[test]
 fn an_esri_polygon_comes_out_counter_clockwise() {
-    let Some(GeometryValue::Polygon { coordinates: p }) = convert(json!({"rings": [cw_square(0., 0., 10., 10.)]}))
+    let Some(GeometryValue::Polygon { coordinates: p }) =
+        convert(json!({"rings": [cw_square(0., 0., 10., 10.)]}))
     else {
         panic!("one ring is a Polygon")
     };
@@ -191,7 +196,10 @@ fn unclosed_and_degenerate_rings() {
     assert_eq!(p[0].len(), 5);
     assert_rfc7946(&p);
     // No area: dropped, and nothing left is no geometry.
-    assert_eq!(convert(json!({"rings": [[[0, 0], [1, 1], [2, 2], [0, 0]]]})), None);
+    assert_eq!(
+        convert(json!({"rings": [[[0, 0], [1, 1], [2, 2], [0, 0]]]})),
+        None
+    );
     assert_eq!(convert(json!({"rings": [[[0, 0], [0, 0]]]})), None);
     assert_eq!(convert(json!({"rings": []})), None);
 }
@@ -218,7 +226,10 @@ fn envelopes_are_polygons() {
     };
     assert_rfc7946(&p);
     assert!(xy(&p[0]).contains(&(-117.0, 34.0)));
-    assert_eq!(convert(json!({"xmin": "NaN", "ymin": 0, "xmax": 1, "ymax": 1})), None);
+    assert_eq!(
+        convert(json!({"xmin": "NaN", "ymin": 0, "xmax": 1, "ymax": 1})),
+        None
+    );
 }
 
 #[test]
@@ -233,10 +244,16 @@ fn curves_and_malformed_geometries_are_errors() {
         GeometryError::Curves("curvePaths")
     );
     assert_eq!(err(json!([1, 2])), GeometryError::NotAnObject);
-    assert_eq!(err(json!({"wkt": "POINT (1 2)"})), GeometryError::UnknownShape);
+    assert_eq!(
+        err(json!({"wkt": "POINT (1 2)"})),
+        GeometryError::UnknownShape
+    );
     for (bad, at) in [
         (json!({"rings": "square"}), "rings"),
-        (json!({"rings": [[[0, 0], [0, "1"], [1, 1], [0, 0]]]}), "rings[0][1][1]"),
+        (
+            json!({"rings": [[[0, 0], [0, "1"], [1, 1], [0, 0]]]}),
+            "rings[0][1][1]",
+        ),
         (json!({"paths": [[[0]]]}), "paths[0][0]"),
         (json!({"paths": [[[0, null]]]}), "paths[0][0][1]"),
         (json!({"points": [7]}), "points[0]"),
@@ -279,9 +296,10 @@ fn features_carry_attributes_and_the_callers_extra_properties() {
 
 #[test]
 fn every_feature_of_an_extract_changes_answer_converts() {
-    let doc: Value =
-        serde_json::from_str(include_str!("../../tests/fixtures/arcgis/extract-changes-sync.json"))
-            .unwrap();
+    let doc: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/arcgis/extract-changes-sync.json"
+    ))
+    .unwrap();
     let mut n = 0;
     for edit in doc["edits"].as_array().unwrap() {
         let layer = edit["id"].as_i64().unwrap();

@@ -22,13 +22,19 @@
 //! | `layer` | int | feature filters only: the layer or table id |
 //! | `feature` | map | feature filters only: `{"attributes": {..}, "geometry": {..}}` as ArcGIS sent it |
 //!
-//! JSON becomes CEL as: null -> `null`, true/false -> bool, a number
-//! without fraction or exponent that fits in 64 bits -> `int`, any other
-//! number -> `double`, strings, lists and maps as they are. The `cel`
-//! crate compares `int` and `double` by value (`feature.attributes.FLOW_GPM
-//! > 5` holds for `5.5`; `2 == 2.0` is true), so an administrator need not
-//! know whether ArcGIS wrote a field as `5` or `5.0`; arithmetic mixing the
-//! two is an error, as in CEL.
+//! JSON becomes CEL as: null -> `null`, true/false -> bool, a whole
+//! number that fits in an i64 (written without fraction or exponent) ->
+//! `int`, any other number -> `double`, strings, lists and maps as they
+//! are. The `cel` crate compares `int` and `double` by value: the filter
+//! `feature.attributes.FLOW_GPM > 5` holds for `5.5`, and `2 == 2.0` is
+//! true, so an administrator need not know whether ArcGIS wrote a field
+//! as `5` or `5.0`. Arithmetic mixing the two (`FLOW_GPM + 1` on a double)
+//! is an error, as CEL defines it: write `FLOW_GPM + 1.0`.
+//!
+//! Times are plain ints: the `cel` crate is built without its `chrono`
+//! feature (and time zone database), so CEL's `timestamp()` and
+//! `duration()` are unbound; `matches()` (RE2 syntax, the `regex` crate)
+//! and the string, list and map functions are there.
 //!
 //! A key that is not there is an error ([`EvalError`]), not false:
 //! `has(feature.attributes.status)` tests for it, and

@@ -62,9 +62,11 @@ fn an_item_shared_with_everyone() {
     };
     assert!(!filter.matches_event("portal", &private).unwrap());
     // Portal's `source` is `kind`; `source` is the relay's source.
-    assert!(f(r#"source == "portal" && origin == "portal" && username == "jdoe""#)
-        .matches_event("portal", &share_event())
-        .unwrap());
+    assert!(
+        f(r#"source == "portal" && origin == "portal" && username == "jdoe""#)
+            .matches_event("portal", &share_event())
+            .unwrap()
+    );
 }
 
 #[test]
@@ -115,6 +117,23 @@ fn int_and_double_fields_compare_by_value() {
         Edit::Add,
         0,
         hydrant("ok", json!(450.0))
+    )
+    .unwrap());
+    // Arithmetic does not mix them (CEL's rule): a double field takes
+    // double literals.
+    let double = || hydrant("ok", json!(450.5));
+    assert!(on_feature(
+        "feature.attributes.FLOW_GPM + 1 > 0",
+        Edit::Add,
+        0,
+        double()
+    )
+    .is_err());
+    assert!(on_feature(
+        "feature.attributes.FLOW_GPM + 1.0 > 0.0",
+        Edit::Add,
+        0,
+        double()
     )
     .unwrap());
     assert!(on_feature(
@@ -177,6 +196,8 @@ fn other_evaluation_errors() {
         "properties.nope.deeper == 1",
         "1 / 0 == 1",
         "nosuchvariable == 1",
+        // Built without chrono: times are ints (`when`), not timestamps.
+        r#"timestamp("2026-01-01T00:00:00Z") < timestamp("2027-01-01T00:00:00Z")"#,
     ] {
         assert!(f(e).matches_event("s", &ev).is_err(), "{e}");
     }
@@ -206,14 +227,21 @@ fn syntax_errors_name_their_position() {
     };
     // Where the missing operand should be: just past the end.
     assert_eq!((*line, *column), (1, 8), "{err}");
-    assert!(err.to_string().starts_with("syntax error at line 1, column 8: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("syntax error at line 1, column 8: "),
+        "{err}"
+    );
     let FilterError::Syntax { line, column, .. } =
         Filter::compile("edit == \"add\" &&\n  feature.x ==").unwrap_err()
     else {
         panic!("a syntax error")
     };
     assert_eq!((line, column), (2, 15));
-    assert!(std::error::Error::source(&err).is_some(), "the parser's errors are kept");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the parser's errors are kept"
+    );
     assert!(Filter::compile("edit = \"add\"").is_err());
     assert!(Filter::compile("").is_err());
 }
