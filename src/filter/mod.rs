@@ -144,6 +144,12 @@ impl Filter {
         if expr.len() > MAX_LEN {
             return Err(FilterError::TooLong { len: expr.len() });
         }
+        // Brackets nest the parser's own recursion (and its prediction's)
+        // deepest; refused before it sees them.
+        let depth = value::bracket_depth(expr);
+        if depth > MAX_DEPTH {
+            return Err(FilterError::TooDeep { depth });
+        }
         let program = parse(expr)?;
         let refs = program.references();
         let uses_features = FEATURE_VARIABLES.iter().any(|v| refs.has_variable(v));

@@ -258,10 +258,24 @@ fn long_or_deep_expressions_are_refused_at_compile() {
     // The parser folds pairs of negations: deep text, shallow tree.
     let negations = format!("{}true", "!".repeat(2000));
     assert!(f(&negations).matches_event("s", &service_event()).unwrap());
-    let chain = format!("1{} == 1", "+1".repeat(2000));
+    // As deep as MAX_LEN allows: every second byte a level.
+    let chain = format!("1{} == 1", "+1".repeat((MAX_LEN - 6) / 2));
     assert!(Filter::compile(&chain).is_err());
-    let members = format!("properties{} == 1", ".a".repeat(1500));
+    let members = format!("properties{} == 1", ".a".repeat((MAX_LEN - 15) / 2));
+    let calls = format!(
+        "{}1{}",
+        "size([".repeat(MAX_LEN / 9),
+        "])".repeat(MAX_LEN / 9)
+    );
     assert!(Filter::compile(&members).is_err());
+    assert!(calls.len() <= MAX_LEN);
+    assert!(matches!(
+        Filter::compile(&calls),
+        Err(FilterError::TooDeep { .. })
+    ));
+    // Brackets inside strings are text.
+    let quoted = format!("operation != \"{}\"", "(".repeat(100));
+    assert!(f(&quoted).matches_event("s", &service_event()).unwrap());
 }
 
 #[test]
@@ -329,4 +343,24 @@ fn filters_are_cheap_to_clone_and_shareable() {
     let b = a.clone();
     assert!(std::sync::Arc::ptr_eq(&a.0, &b.0));
     assert_eq!(b.text(), "true");
+}
+
+proptest::proptest! {
+    /// Any text made of CEL's characters compiles or is refused, and
+    /// whatever compiles decides or errs, without a panic.
+    #[test]
+    fn random_expressions_never_panic(
+        text in "[a-z_.0-9 ()\\[\\]{}!=<>&|+*/%\"'?:,-]{0,120}",
+    ) {
+        if let Ok(filter) = Filter::compile(&text) {
+            let _ = filter.matches_event("s", &service_event());
+            let _ = filter.matches_feature(
+                "s",
+                &service_event(),
+                Edit::Update,
+                0,
+                &json!({"attributes": {"a": 1, "b": "x"}, "geometry": null}),
+            );
+        }
+    }
 }

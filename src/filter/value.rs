@@ -108,6 +108,33 @@ pub(super) fn type_name(v: &Value) -> String {
     format!("{article} {t}")
 }
 
+/// How deep `(`, `[` and `{` nest in the text, outside string literals
+/// (quotes and backslash escapes followed; a bracket in an odd literal
+/// can only make it count more, never less).
+pub(super) fn bracket_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    deepest
+}
+
 /// How deep the expression tree nests (a literal: 1). Walked with a
 /// stack of its own, so an expression of any depth is measured without
 /// recursing.
