@@ -18,6 +18,9 @@
 //!    replay, pause) on a separate listener; [`cli`] offers the same on the
 //!    store directly.
 //!
+//! A sink's `filter` (a CEL expression, [`filter`]) is compiled with the
+//! sinks and decides per event or per changed feature.
+//!
 //! [`config`] is read once at start; [`app::Relay`] wires everything
 //! together and explains the shutdown order. [`server`] runs both
 //! listeners, ingress over HTTPS when [`tls`] has a certificate (reloaded on
@@ -34,6 +37,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod enrich;
+pub mod filter;
 pub mod ingress;
 pub mod metrics;
 pub mod routing;

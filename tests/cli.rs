@@ -30,6 +30,7 @@ url = "https://prod.example.com/workflows/1/run?api-version=1&sig=sig-secret-val
 headers = {{ authorization = "Bearer header-secret-value" }}
 sign = "github"
 secret = "env:TEST_SIGN_SECRET"
+filter = 'kind == "item" && operation == "share"'
 "#,
         d = dir.path().display(),
         f = secret_file.display()
@@ -65,6 +66,10 @@ secret = "env:TEST_SIGN_SECRET"
     assert!(
         out.contains("max_attempts = 15"),
         "defaults are shown:\n{out}"
+    );
+    assert!(
+        out.contains("filter = ") && out.contains("operation == "),
+        "the filter is shown:\n{out}"
     );
 }
 
@@ -109,6 +114,10 @@ fn bad_configs_are_refused_naming_the_key() {
             "sinks[0].secret",
         ),
         (base(&sink("a", "max_attempts = 0")), "max_attempts"),
+        (
+            base(&sink("a", "filter = 'edit == \"add\" &&'")),
+            "sinks[0].filter: syntax error at line 1",
+        ),
         ("this is = not toml [".to_string(), "expected"),
     ];
     for (text, want) in cases {

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["tls", "server"],
     &["store"],
     &["routing"],
+    &["filter"],
     &["sinks"],
     &["enrich"],
     &["metrics"],

@@ -122,4 +122,24 @@ mod tests {
         assert_eq!(crate::sinks::testing::builds() - before, 3);
         assert_eq!(compiled.sinks.iter().count(), 3);
     }
+
+    /// A sink's filter is compiled with the sink and kept beside it; one
+    /// that is not CEL is a config error naming the key.
+    #[test]
+    fn a_filter_is_compiled_with_its_sink() {
+        let text = "[[sinks]]\nname = \"a\"\nkind = \"http\"\nurl = \"https://a.example.org/\"\n\
+                    filter = 'edit == \"add\" && feature.attributes.status == \"Out of service\"'\n\
+                    [[sinks]]\nname = \"b\"\nkind = \"http\"\nurl = \"https://b.example.org/\"\n";
+        let compiled = super::compile_text(text).unwrap();
+        let a = compiled.sinks.get("a").unwrap();
+        assert!(a.filter.as_ref().is_some_and(|f| f.uses_features()));
+        assert!(compiled.sinks.get("b").unwrap().filter.is_none());
+        let e = super::compile_text(&text.replace("edit == \"add\" &&", "edit == &&"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sinks[0].filter: syntax error at line 1, column "),
+            "{e}"
+        );
+    }
 }

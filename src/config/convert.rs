@@ -28,7 +28,8 @@ const HTTP_AND_FLOW: &[SinkKind] = &[SinkKind::Http, SinkKind::PowerAutomate];
 /// statement of what applies where, read by [`refuse_foreign_keys`] and
 /// matched by the specs' fields (a test converts every key each kind
 /// takes there and back). Every other key (name, url, sources, events,
-/// the `[delivery]` overrides, deactivate_after) applies to every kind.
+/// filter, the `[delivery]` overrides, deactivate_after) applies to every
+/// kind.
 const KIND_KEYS: &[(&str, &[SinkKind], IsSet)] = &[
     ("headers", HTTP_KINDS, |r| !r.headers.is_empty()),
     ("proxy", HTTP_KINDS, |r| r.proxy.is_some()),
@@ -98,6 +99,7 @@ impl TryFrom<RawSink> for SinkSpec {
             url,
             sources,
             events,
+            filter,
             headers,
             method,
             format,
@@ -133,6 +135,7 @@ impl TryFrom<RawSink> for SinkSpec {
             url,
             sources,
             events,
+            filter,
             delivery: DeliveryOverrides {
                 timeout,
                 max_attempts,
@@ -262,6 +265,7 @@ impl From<&SinkSpec> for RawSink {
             url: c.url.clone(),
             sources: c.sources.clone(),
             events: c.events.clone(),
+            filter: c.filter.clone(),
             headers: t.headers,
             method: None,
             format: None,
@@ -442,7 +446,7 @@ mod tests {
     /// of [`KIND_KEYS`] and the specs' fields agree.
     #[test]
     fn every_key_a_kind_takes_goes_there_and_back() {
-        let common = "sources = [\"a\"]\nevents = [\"/items\"]\ntimeout = \"3s\"\nmax_attempts = 2\n\
+        let common = "sources = [\"a\"]\nevents = [\"/items\"]\nfilter = \"edit != 'delete'\"\ntimeout = \"3s\"\nmax_attempts = 2\n\
                       initial_backoff = \"1s\"\nmax_backoff = \"2s\"\nmax_age = \"1h\"\nconcurrency = 3\n\
                       rate_limit = 1.5\nca_file = \"/ca.pem\"\ncircuit = { failures = 2 }\n\
                       deactivate_after = { failures = 3 }\n";

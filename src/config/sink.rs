@@ -131,6 +131,12 @@ pub struct RawSink {
     /// ArcGIS trigger patterns routed here; all when absent.
     #[serde(default)]
     pub events: Option<Vec<String>>,
+    /// A CEL expression over the event (and, when it names `feature`,
+    /// `edit` or `layer`, over each changed feature) that must be true
+    /// for this sink to take it. Compiled at start, so a syntax error is a
+    /// config error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     /// Extra request headers (values are treated as secrets).
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,

@@ -24,6 +24,9 @@ pub struct SinkCommon {
     pub sources: Option<Vec<String>>,
     /// ArcGIS trigger patterns routed here; all when absent.
     pub events: Option<Vec<String>>,
+    /// `filter`: a CEL expression, as written (compiled where the sinks
+    /// are built, `dispatch::SinkSet::build`).
+    pub filter: Option<String>,
     /// The sink's own `[delivery]` keys.
     pub delivery: DeliveryOverrides,
     /// Pause this sink for good after repeated failures (until resumed).

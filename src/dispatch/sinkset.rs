@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use super::circuit::{Circuit, CircuitPolicy, Deactivation, Gate};
 use super::ratelimit::RateLimiter;
 use crate::config::{Config, ConfigError, DeliveryPolicy, SinkKind};
+use crate::filter::Filter;
 use crate::sinks::Sink;
 use crate::store::{Millis, SinkName, Store, StoreError};
 
@@ -26,6 +27,8 @@ pub struct SinkRuntime {
     /// Renders the fetched changes: waits for them when its message has
     /// a fetch job (see [`crate::store::fetch`]).
     pub needs_changes: bool,
+    /// The sink's `filter`, compiled; `None` takes everything routed here.
+    pub filter: Option<Filter>,
     pub(super) paused: AtomicBool,
     // `updated_at` of the durable pause state last applied here.
     pub(super) state_seen: std::sync::atomic::AtomicI64,
@@ -88,13 +91,24 @@ pub struct SinkSet {
 }
 
 impl SinkSet {
-    /// Builds every sink (through `sinks::build`, once each) and its
-    /// runtime from the config; called by `app::compile`.
+    /// Builds every sink (through `sinks::build`, once each), compiles
+    /// its `filter` and builds its runtime from the config; called by
+    /// `app::compile`.
     pub fn build(config: &Config) -> Result<SinkSet, ConfigError> {
         let mut sinks = Vec::new();
         for (i, c) in config.sinks.iter().enumerate() {
             let policy = c.policy(&config.delivery);
             let sink = crate::sinks::build(&format!("sinks[{i}]"), c, &config.delivery)?;
+            let filter = c
+                .common()
+                .filter
+                .as_deref()
+                .map(Filter::compile)
+                .transpose()
+                .map_err(|e| ConfigError::Invalid {
+                    key: format!("sinks[{i}].filter"),
+                    message: e.to_string(),
+                })?;
             sinks.push(Arc::new(SinkRuntime {
                 name: SinkName::from(c.name()),
                 kind: c.kind(),
@@ -112,6 +126,7 @@ impl SinkSet {
                 policy,
                 sink,
                 needs_changes: c.needs_changes(),
+                filter,
                 paused: AtomicBool::new(false),
                 state_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
                 wake: Notify::new(),

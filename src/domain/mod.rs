@@ -8,11 +8,13 @@
 //! - [`delivery`]: delivery status, the verdict on an answer, the next state;
 //! - [`ids`] and [`time`]: names for message, delivery, lease, sink and
 //!   source ids, and [`time::Millis`], the queue's one time type;
+//! - [`edit`]: add, update or delete, one feature's change;
 //! - [`secret`] and [`crypto`]: credentials that never print, HMAC and
 //!   constant-time comparison.
 
 pub mod crypto;
 pub mod delivery;
+pub mod edit;
 pub mod event;
 pub mod ids;
 pub mod pattern;
