@@ -117,6 +117,7 @@ pub struct Metrics {
     state: Family<SinkState, Gauge>,
     end_to_end: HistogramFamily<SinkLabel>,
     fetches: Family<SourceOutcome, Counter>,
+    filter_errors: Family<SinkLabel, Counter>,
     fetch_duration: HistogramFamily<SourceLabel>,
 }
 
@@ -150,7 +151,7 @@ impl Metrics {
         let deliveries = Family::<SinkOutcome, Counter>::default();
         registry.register(
             "hookrelay_deliveries",
-            "Delivery attempts by sink and outcome (delivered, retried, dead)",
+            "Delivery attempts by sink and outcome (delivered, retried, dead, filtered)",
             deliveries.clone(),
         );
         let attempt: HistogramFamily<SinkLabel> = Family::new_with_constructor(latency_histogram);
@@ -196,6 +197,12 @@ impl Metrics {
             "Fetch attempts of feature changes by source and outcome (done, retried, dead, refused)",
             fetches.clone(),
         );
+        let filter_errors = Family::<SinkLabel, Counter>::default();
+        registry.register(
+            "hookrelay_filter_errors",
+            "Filter evaluations that failed (a missing key, a wrong type), each counted as no match",
+            filter_errors.clone(),
+        );
         let fetch_duration: HistogramFamily<SourceLabel> =
             Family::new_with_constructor(end_to_end_histogram);
         registry.register(
@@ -222,8 +229,18 @@ impl Metrics {
             state,
             end_to_end,
             fetches,
+            filter_errors,
             fetch_duration,
         }
+    }
+
+    /// Counts filter evaluations that failed (each counted as no match).
+    pub fn filter_errors(&self, sink: &str, n: u64) {
+        self.filter_errors
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc_by(n);
     }
 
     /// Counts a finished fetch attempt: `outcome` is done, retried, dead

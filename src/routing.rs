@@ -83,6 +83,17 @@ impl RouteTable {
         RouteTable { sinks, enriched }
     }
 
+    /// Also makes these sinks wait for the changes (their filter reads
+    /// features; filters are compiled with the sinks, above this layer).
+    pub fn also_needing_changes<'a>(mut self, sinks: impl IntoIterator<Item = &'a str>) -> Self {
+        for name in sinks {
+            if let Some(s) = self.sinks.iter_mut().find(|s| s.name.as_str() == name) {
+                s.needs_changes = true;
+            }
+        }
+        self
+    }
+
     /// For each sink that takes at least one of the events: its name, the
     /// indexes of the events it takes, and whether it waits for the
     /// changes of those events (an enriched source, a sink that reads

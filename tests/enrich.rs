@@ -21,6 +21,7 @@ both_stores!(
     a_changes_url_outside_the_services_is_refused_uncalled,
     an_expired_token_is_refreshed_once,
     a_delivery_replayed_after_a_dead_fetch_fetches_again,
+    geojson_and_filters_on_features_and_events,
 );
 
 async fn emulator() -> Emulator {
@@ -335,5 +336,72 @@ async fn a_delivery_replayed_after_a_dead_fetch_fetches_again(b: Backend) {
     changes.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(fetch_of(&app, &id).await["status"], "done");
     assert_eq!(emu.calls("/extractChanges").len(), 2);
+    app.stop().await;
+}
+
+async fn geojson_and_filters_on_features_and_events(b: Backend) {
+    let emu = emulator().await;
+    let start = emu.server_gen();
+    let broken = emu.add(
+        0,
+        json!({"status": "Out of service", "name": "H-1"}),
+        Some(json!({"x": -117.19, "y": 34.05})),
+    );
+    emu.add(
+        0,
+        json!({"status": "ok", "name": "H-2"}),
+        Some(json!({"x": -117.2, "y": 34.06})),
+    );
+    let geo = TestSink::start().await;
+    let alerts = TestSink::start().await;
+    let deletes = TestSink::start().await;
+    let sinks = format!(
+        "{}{}{}",
+        http_sink("geo", &geo, "format = \"geojson\""),
+        http_sink(
+            "alerts",
+            &alerts,
+            "format = \"changes\"\nfilter = 'edit == \"add\" && feature.attributes.status == \"Out of service\"'"
+        ),
+        http_sink(
+            "deletes",
+            &deletes,
+            "format = \"events\"\nfilter = 'source == \"online\" && operation == \"FeaturesDeleted\"'"
+        ),
+    );
+    let app = spawn_app(b, &extra(&emu, &api_key(), &sinks)).await;
+    let url = emu.changes_url(start, emu.server_gen(), "");
+    message_id(post_online(&app, &online_payload(&url)).await).await;
+
+    geo.wait_for(1, Duration::from_secs(20)).await;
+    let fc = &bodies(&geo)[0];
+    assert_eq!(fc["type"], "FeatureCollection");
+    let features = fc["features"].as_array().unwrap();
+    assert_eq!(features.len(), 2);
+    assert_eq!(features[0]["geometry"]["type"], "Point");
+    assert_eq!(features[0]["properties"]["edit"], "add");
+    assert_eq!(features[0]["properties"]["layer"], 0);
+    assert_eq!(
+        geo.received()[0].header("content-type"),
+        "application/geo+json"
+    );
+    // A GeoJSON sink exists: ArcGIS is asked for WGS 84.
+    assert_eq!(emu.calls("/extractChanges")[0].param("outSR"), Some("4326"));
+
+    alerts.wait_for(1, Duration::from_secs(20)).await;
+    let doc = &bodies(&alerts)[0];
+    let adds = doc["layers"][0]["adds"].as_array().unwrap();
+    assert_eq!(adds.len(), 1, "only the hydrant out of service: {doc}");
+    assert_eq!(adds[0]["attributes"]["OBJECTID"], broken);
+    assert_eq!(doc["feature_count"], 1);
+
+    // The event filter matched nothing: recorded, not sent.
+    eventually(
+        Duration::from_secs(10),
+        "the filtered delivery recorded",
+        || async { app.deliveries("sink=deletes&status=delivered").await.len() == 1 },
+    )
+    .await;
+    assert_eq!(deletes.count(), 0, "nothing was sent");
     app.stop().await;
 }

@@ -64,7 +64,12 @@ pub fn compile(config: Config) -> Result<Compiled, ConfigError> {
     // Each sink is built here once, with its client, identity and
     // templates; building is what checks what only its kind knows.
     let sinks = SinkSet::build(&config)?;
-    let routes = RouteTable::new(&config);
+    let routes = RouteTable::new(&config).also_needing_changes(
+        sinks
+            .iter()
+            .filter(|s| s.filter.as_ref().is_some_and(|f| f.uses_features()))
+            .map(|s| s.name.as_str()),
+    );
     let fetchers = fetchers(&config)?;
     Ok(Compiled {
         config: Arc::new(config),

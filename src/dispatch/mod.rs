@@ -12,6 +12,7 @@ pub mod circuit;
 #[cfg(test)]
 mod fault_tests;
 pub mod fetcher;
+mod filtering;
 pub mod ratelimit;
 pub mod retry;
 mod sinkset;
@@ -235,6 +236,14 @@ impl Dispatcher {
             .into_iter()
             .partition(|d| rt.needs_changes && !matches!(d.fetch, None | Some(FetchStatus::Done)));
         out.extend(held.into_iter().map(|d| self.not_fetched(rt, d, clock)));
+        let batch = match &rt.filter {
+            Some(f) => {
+                let (kept, dropped) = self.filter(rt, f, batch);
+                out.extend(dropped.into_iter().map(|d| filtered(d, clock)));
+                kept
+            }
+            None => batch,
+        };
         if batch.is_empty() {
             return out;
         }
@@ -261,6 +270,32 @@ impl Dispatcher {
             }
         }
         out
+    }
+
+    /// Applies the sink's filter to each delivery: the deliveries with
+    /// something left, and those with nothing (recorded as filtered).
+    fn filter(
+        &self,
+        rt: &SinkRuntime,
+        f: &crate::filter::Filter,
+        batch: Vec<Claimed>,
+    ) -> (Vec<Claimed>, Vec<Claimed>) {
+        let mut kept = Vec::with_capacity(batch.len());
+        let mut dropped = Vec::new();
+        for mut d in batch {
+            let r = filtering::apply(f, &mut d);
+            if r.errors > 0 {
+                self.metrics.filter_errors(&rt.name, r.errors);
+            }
+            if r.kept {
+                kept.push(d);
+            } else {
+                self.metrics.delivery(&rt.name, "filtered", 0.0);
+                tracing::debug!(sink = %rt.name, delivery_id = %d.id, "filtered: nothing matched");
+                dropped.push(d);
+            }
+        }
+        (kept, dropped)
     }
 
     /// A delivery that needs its message's changes before they are
@@ -441,3 +476,26 @@ impl Dispatcher {
         Ok(n)
     }
 }
+
+/// A delivery the sink's filter left nothing of: completed without a
+/// request, its attempt saying so (it is not an error, and replaying it
+/// filters it again).
+fn filtered(d: Claimed, clock: Option<Millis>) -> Completion {
+    let now = clock.unwrap_or_else(now_ms);
+    Completion {
+        lease: d.lease(),
+        attempt: Some(AttemptRecord {
+            attempt: d.attempts + 1,
+            started_at: now,
+            duration_ms: 0,
+            status: None,
+            error: None,
+            response: Some(FILTERED.into()),
+        }),
+        next: NextState::Delivered,
+        now,
+    }
+}
+
+/// The answer recorded for a filtered delivery.
+pub const FILTERED: &str = "filtered: nothing matched the sink's filter; nothing was sent";

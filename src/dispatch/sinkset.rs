@@ -125,7 +125,8 @@ impl SinkSet {
                 }),
                 policy,
                 sink,
-                needs_changes: c.needs_changes(),
+                needs_changes: c.needs_changes()
+                    || filter.as_ref().is_some_and(|f| f.uses_features()),
                 filter,
                 paused: AtomicBool::new(false),
                 state_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
