@@ -355,9 +355,11 @@ async fn geojson_and_filters_on_features_and_events(b: Backend) {
     let geo = TestSink::start().await;
     let alerts = TestSink::start().await;
     let deletes = TestSink::start().await;
+    let crew = TestSink::start().await;
     let sinks = format!(
-        "{}{}{}",
+        "{}[[sinks]]\nname = \"crew\"\nkind = \"slack\"\nurl = \"{}\"\nfilter = 'feature.attributes.status == \"Out of service\"'\n{}{}",
         http_sink("geo", &geo, "format = \"geojson\""),
+        crew.url(),
         http_sink(
             "alerts",
             &alerts,
@@ -394,6 +396,18 @@ async fn geojson_and_filters_on_features_and_events(b: Backend) {
     assert_eq!(adds.len(), 1, "only the hydrant out of service: {doc}");
     assert_eq!(adds[0]["attributes"]["OBJECTID"], broken);
     assert_eq!(doc["feature_count"], 1);
+
+    // Slack says what changed, of the features the filter kept.
+    crew.wait_for(1, Duration::from_secs(20)).await;
+    let msg = &bodies(&crew)[0];
+    let blocks = msg["blocks"].to_string();
+    assert!(blocks.contains("1 features changed"), "{msg}");
+    assert!(blocks.contains("layer 0: 1 added"), "{msg}");
+    assert!(blocks.contains("status=Out of service, name=H-1"), "{msg}");
+    assert!(
+        !blocks.contains("H-2"),
+        "the filtered feature is left out: {msg}"
+    );
 
     // The event filter matched nothing: recorded, not sent.
     eventually(

@@ -232,6 +232,11 @@ impl Dispatcher {
             .into_iter()
             .map(|d| self.defective(rt, d, clock))
             .collect();
+        let batch = if rt.needs_changes {
+            self.with_changes(batch).await
+        } else {
+            batch
+        };
         let (held, batch): (Vec<Claimed>, Vec<Claimed>) = batch
             .into_iter()
             .partition(|d| rt.needs_changes && !matches!(d.fetch, None | Some(FetchStatus::Done)));
@@ -270,6 +275,30 @@ impl Dispatcher {
             }
         }
         out
+    }
+
+    /// Fills in the fetch state and changes of each delivery's message
+    /// (one query per batch). If the store cannot answer, every delivery
+    /// is treated as waiting: parked, to be settled by the fetch stage.
+    async fn with_changes(&self, mut batch: Vec<Claimed>) -> Vec<Claimed> {
+        let ids: Vec<_> = batch.iter().map(|d| d.message_id.clone()).collect();
+        match self.store.fetch_states(&ids).await {
+            Ok(states) => {
+                for (id, status, changes) in states {
+                    for d in batch.iter_mut().filter(|d| d.message_id == id) {
+                        d.fetch = Some(status);
+                        d.changes = changes.clone();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read fetch states; holding the deliveries back");
+                for d in &mut batch {
+                    d.fetch = Some(FetchStatus::Pending);
+                }
+            }
+        }
+        batch
     }
 
     /// Applies the sink's filter to each delivery: the deliveries with

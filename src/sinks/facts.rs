@@ -352,6 +352,9 @@ pub struct Context {
     pub delivery_id: String,
     /// When the relay received the message, RFC 3339 UTC.
     pub received_at: String,
+    /// The fetched changes, on an enriched source (counts per layer, the
+    /// first features); absent otherwise.
+    pub changes: Option<super::changes_view::ChangesView>,
 }
 
 /// Builds the template context of a delivery: only the events the sink matched.
@@ -394,6 +397,7 @@ pub fn context(d: &Claimed, trim: Trim) -> Context {
         message_id: d.message_id.to_string(),
         delivery_id: d.id.to_string(),
         received_at: rfc3339_seconds(d.received_at.get()),
+        changes: super::changes_view::view(d.changes.as_deref()),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod changes;
+pub mod changes_view;
 pub mod client;
 pub mod email;
 mod error;

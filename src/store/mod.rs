@@ -167,8 +167,6 @@ pub(crate) struct ClaimRow {
     content_type: String,
     body: Vec<u8>,
     events: String,
-    fetch_status: Option<String>,
-    changes: Option<String>,
 }
 
 impl ClaimRow {
@@ -202,8 +200,11 @@ impl ClaimRow {
             events,
             matched,
             defect,
-            fetch: self.fetch_status.as_deref().and_then(FetchStatus::parse),
-            changes: self.changes,
+            // Read separately, for the sinks that render them (see
+            // `FetchQueue::fetch_states`): the claim stays one table's
+            // queue and one message lookup per row.
+            fetch: None,
+            changes: None,
         }
     }
 }

@@ -35,6 +35,14 @@ pub struct FetchRaw {
     updated_at: Millis,
 }
 
+/// A job's status and changes.
+#[derive(sqlx::FromRow)]
+pub struct FetchStateRaw {
+    message_id: MessageId,
+    status: String,
+    changes: Option<String>,
+}
+
 /// One `GROUP BY status` count.
 #[derive(sqlx::FromRow)]
 pub struct CountRaw {
@@ -58,6 +66,7 @@ pub struct OptIntRaw {
 pub trait FetchSql:
     Fetch<FetchClaimRaw>
     + Fetch<FetchRaw>
+    + Fetch<FetchStateRaw>
     + Fetch<CountRaw>
     + Fetch<OptTextRaw>
     + Fetch<OptIntRaw>
@@ -68,6 +77,7 @@ pub trait FetchSql:
 impl<S> FetchSql for S where
     S: Fetch<FetchClaimRaw>
         + Fetch<FetchRaw>
+        + Fetch<FetchStateRaw>
         + Fetch<CountRaw>
         + Fetch<OptTextRaw>
         + Fetch<OptIntRaw>
@@ -100,6 +110,13 @@ pub trait FetchQueue: Send + Sync {
 
     /// Jobs by status and the deliveries waiting on them.
     async fn fetch_stats(&self) -> Result<FetchStats, StoreError>;
+
+    /// The fetch status and, once done, the changes of each of these
+    /// messages that has a fetch job (others are absent).
+    async fn fetch_states(
+        &self,
+        messages: &[MessageId],
+    ) -> Result<Vec<(MessageId, FetchStatus, Option<String>)>, StoreError>;
 
     /// The earliest time a job could be claimed.
     async fn next_fetch_due(&self) -> Result<Option<Millis>, StoreError>;
@@ -315,6 +332,23 @@ impl<S: FetchSql> FetchQueue for S {
             self.requeued().await;
         }
         Ok(n)
+    }
+
+    async fn fetch_states(
+        &self,
+        messages: &[MessageId],
+    ) -> Result<Vec<(MessageId, FetchStatus, Option<String>)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in messages.chunks(500) {
+            let mut q =
+                Query::new("SELECT message_id, status, changes FROM fetches WHERE message_id IN (");
+            q.list(chunk.iter().map(Param::text)).push(")");
+            let rows: Vec<FetchStateRaw> = self.fetch(&q).await?;
+            out.extend(rows.into_iter().filter_map(|r| {
+                FetchStatus::parse(&r.status).map(|s| (r.message_id, s, r.changes))
+            }));
+        }
+        Ok(out)
     }
 
     async fn next_fetch_due(&self) -> Result<Option<Millis>, StoreError> {

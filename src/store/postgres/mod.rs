@@ -294,11 +294,9 @@ const CLAIM_SQL: &str = "WITH c AS ( \
                             ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED)) \
                RETURNING id, message_id, attempts, cycle_started_at, events) \
              SELECT c.id, c.message_id, CAST(c.attempts AS BIGINT) AS attempts, c.cycle_started_at, c.events AS matched, \
-                    m.source, m.received_at, m.content_type, m.body, m.events, f.fetch_status, f.changes \
+                    m.source, m.received_at, m.content_type, m.body, m.events \
              FROM c CROSS JOIN LATERAL (SELECT source, received_at, content_type, body, events \
-                                        FROM messages WHERE messages.id = c.message_id OFFSET 0) AS m \
-             LEFT JOIN LATERAL (SELECT status AS fetch_status, changes \
-                                FROM fetches WHERE fetches.message_id = c.message_id OFFSET 0) AS f ON true";
+                                        FROM messages WHERE messages.id = c.message_id OFFSET 0) AS m";
 
 /// The earliest due time over the sinks in `$1`: per sink, so each lookup
 /// is the first entry of the queue index, not a scan of every backlog.

@@ -113,7 +113,8 @@ async fn ingest_reads_dedupe_holders_by_key_not_the_table() {
                 ARRAY[1, 1]::bigint[], ARRAY['n1', 'n2'], ARRAY['portal', 'portal'], \
                 ARRAY[9000, 9000]::bigint[], ARRAY['a', 'a'], ARRAY['{}', '{}'], \
                 ARRAY['\\x00', '\\x00']::bytea[], ARRAY['[]', '[]'], ARRAY[true, true], \
-                ARRAY['e1'], ARRAY['n2'], ARRAY['out'], ARRAY[9000]::bigint[], ARRAY['[0]']";
+                ARRAY['e1'], ARRAY['n2'], ARRAY['out'], ARRAY[9000]::bigint[], ARRAY['[0]'], \
+                ARRAY[9000]::bigint[], ARRAY[false, false]";
     // Planned on empty, never-analysed tables, where a join to `dedupe`
     // was planned as a hash of a sequential scan (kept while the table
     // grew: ingest at 16 senders fell from ~6,700 to 1,950/s).

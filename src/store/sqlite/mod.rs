@@ -313,10 +313,8 @@ impl Store for SqliteStore {
                           AND status IN ('pending', 'in_flight') AND next_attempt_at <= $3 \
                           ORDER BY next_attempt_at LIMIT $5); \
              SELECT d.id, d.message_id, CAST(d.attempts AS BIGINT) AS attempts, d.cycle_started_at, d.events AS matched, \
-                    m.source, m.received_at, m.content_type, m.body, m.events, \
-                    f.status AS fetch_status, f.changes \
+                    m.source, m.received_at, m.content_type, m.body, m.events \
              FROM deliveries d JOIN messages m ON m.id = d.message_id \
-             LEFT JOIN fetches f ON f.message_id = d.message_id \
              WHERE d.sink = $4 AND d.status = 'in_flight' AND d.lease_token = $1 ORDER BY d.id",
         )
         .bind(&token)
