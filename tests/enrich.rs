@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use arcgis_emulator::{Emulator, Switches};
+use common::process::*;
 use common::*;
 use serde_json::{json, Value};
 
@@ -22,6 +23,8 @@ both_stores!(
     an_expired_token_is_refreshed_once,
     a_delivery_replayed_after_a_dead_fetch_fetches_again,
     geojson_and_filters_on_features_and_events,
+    powerbi_gets_a_row_per_edited_feature,
+    a_fetch_cut_by_sigkill_resumes_after_restart,
 );
 
 async fn emulator() -> Emulator {
@@ -418,4 +421,105 @@ async fn geojson_and_filters_on_features_and_events(b: Backend) {
     .await;
     assert_eq!(deletes.count(), 0, "nothing was sent");
     app.stop().await;
+}
+
+async fn powerbi_gets_a_row_per_edited_feature(b: Backend) {
+    let emu = emulator().await;
+    let start = emu.server_gen();
+    let one = emu.add(0, json!({"PARCEL_ID": "P-1", "AREA": 12.5}), None);
+    let two = emu.add(0, json!({"PARCEL_ID": "P-2"}), None);
+    emu.delete(0, two);
+    let bi = TestSink::start().await;
+    let sinks = format!(
+        "[[sinks]]\nname = \"bi\"\nkind = \"powerbi\"\nurl = \"http://{}/rows?key=k\"\ncolumns = [\"PARCEL_ID\", \"AREA\"]\n",
+        bi.addr
+    );
+    let app = spawn_app(b, &extra(&emu, &api_key(), &sinks)).await;
+    let url = emu.changes_url(start, emu.server_gen(), "");
+    message_id(post_online(&app, &online_payload(&url)).await).await;
+    bi.wait_for(1, Duration::from_secs(20)).await;
+    let rows = bodies(&bi)[0].as_array().unwrap().clone();
+    assert!(!rows.is_empty());
+    let first = rows
+        .iter()
+        .find(|r| r["object_id"] == one)
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(first["edit"], "add");
+    assert_eq!(first["layer"], 0);
+    assert_eq!(first["source"], "online");
+    assert_eq!(first["PARCEL_ID"], "P-1");
+    assert_eq!(first["AREA"], 12.5);
+    for r in &rows {
+        let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "when",
+                "source",
+                "layer",
+                "edit",
+                "object_id",
+                "PARCEL_ID",
+                "AREA"
+            ],
+            "every row has every column"
+        );
+    }
+    app.stop().await;
+}
+
+async fn a_fetch_cut_by_sigkill_resumes_after_restart(b: Backend) {
+    let emu = emulator().await;
+    // The job never completes while the first relay runs.
+    emu.set(|s| s.job_polls = u32::MAX);
+    let start = emu.server_gen();
+    let a = emu.add(0, json!({"name": "survives a crash"}), None);
+    let changes = TestSink::start().await;
+    let text = config_text(
+        &b.url,
+        &extra(
+            &emu,
+            &api_key(),
+            &http_sink("changes", &changes, "format = \"changes\""),
+        ),
+    )
+    // Short bounds, so a lease left by the killed relay (Postgres has no
+    // single-server recovery) ends within the test.
+    .replace(
+        "job_timeout = \"5s\"",
+        "job_timeout = \"2s\"\nmax_features = 10\npage_size = 10",
+    )
+    .replace(
+        "timeout = \"2s\"\njob_timeout",
+        "timeout = \"1s\"\njob_timeout",
+    );
+    let cfg = write_config(b.dir.path(), &text);
+    let mut relay = RelayProcess::start(&cfg, b.dir.path());
+    let body = online_payload(&emu.changes_url(start, emu.server_gen(), "&async=true"));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .post(format!("{}/hooks/online", relay.ingress))
+        .header("content-type", "application/json")
+        .header("x-esriHook-Signature", esri_signature(ONLINE_KEY, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(
+        Duration::from_secs(10),
+        "the fetch polling its job",
+        || async {
+            !emu.calls("/jobs/").is_empty() || emu.log().iter().any(|l| l.path.contains("/jobs/"))
+        },
+    )
+    .await;
+    relay.sigkill();
+    emu.set(|s| s.job_polls = 1);
+    let _relay = RelayProcess::start(&cfg, b.dir.path());
+    changes.wait_for(1, Duration::from_secs(40)).await;
+    assert_eq!(
+        bodies(&changes)[0]["layers"][0]["adds"][0]["attributes"]["OBJECTID"],
+        a
+    );
 }

@@ -53,6 +53,7 @@ const KIND_KEYS: &[(&str, &[SinkKind], IsSet)] = &[
     }),
     ("subject", &[SinkKind::Email], |r| r.subject.is_some()),
     ("token", &[SinkKind::Powerbi], |r| r.token.is_some()),
+    ("columns", &[SinkKind::Powerbi], |r| r.columns.is_some()),
     ("signature_header", &[SinkKind::Notebook], |r| {
         r.signature_header.is_some()
     }),
@@ -109,6 +110,7 @@ impl TryFrom<RawSink> for SinkSpec {
             html_template,
             subject,
             token,
+            columns,
             signature_header,
             signature_prefix,
             tls,
@@ -233,6 +235,7 @@ impl TryFrom<RawSink> for SinkSpec {
                 common,
                 transport,
                 token,
+                columns,
             }),
             SinkKind::Notebook => SinkSpec::Notebook(NotebookSpec {
                 common,
@@ -275,6 +278,7 @@ impl From<&SinkSpec> for RawSink {
             html_template: None,
             subject: None,
             token: None,
+            columns: None,
             signature_header: None,
             signature_prefix: None,
             tls: None,
@@ -305,7 +309,10 @@ impl From<&SinkSpec> for RawSink {
             }
             SinkSpec::Slack(s) => raw.template = s.template.clone(),
             SinkSpec::Teams(s) => raw.template = s.template.clone(),
-            SinkSpec::Powerbi(s) => raw.token = s.token.clone(),
+            SinkSpec::Powerbi(s) => {
+                raw.token = s.token.clone();
+                raw.columns = s.columns.clone();
+            }
             SinkSpec::Notebook(s) => {
                 raw.secret = Some(s.secret.clone());
                 raw.signature_header = s.signature_header.clone();

@@ -168,6 +168,10 @@ pub struct RawSink {
     /// without it the URL is a push URL carrying its own `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// `powerbi` only: feature attributes to write, one row per edited
+    /// feature (on an enriched source) instead of one per event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
     /// `notebook` only: the header the receiver checks (default `x-esrihook-signature`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_header: Option<String>,

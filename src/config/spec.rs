@@ -109,6 +109,8 @@ pub struct PowerBiSpec {
     pub transport: HttpTransport,
     /// `token`: REST mode with a bearer token; a push URL (with `key=`) without.
     pub token: Option<Secret>,
+    /// `columns`: one row per edited feature with these attributes.
+    pub columns: Option<Vec<String>>,
 }
 
 /// `notebook`.
@@ -214,6 +216,7 @@ impl SinkSpec {
             SinkSpec::Http(s) | SinkSpec::PowerAutomate(s) => {
                 s.format.is_some_and(|f| f.reads_changes())
             }
+            SinkSpec::Powerbi(s) => s.columns.is_some(),
             _ => false,
         }
     }
@@ -240,7 +243,8 @@ impl SinkSpec {
                 s.format.is_some_and(|f| f.reads_changes())
             }
             SinkSpec::Slack(_) | SinkSpec::Teams(_) | SinkSpec::Email(_) => true,
-            SinkSpec::Powerbi(_) | SinkSpec::Notebook(_) => false,
+            SinkSpec::Powerbi(s) => s.columns.is_some(),
+            SinkSpec::Notebook(_) => false,
         }
     }
 

@@ -170,14 +170,19 @@ impl FetchStage {
         }
     }
 
+    /// The lease a claim takes: the longest source's budget for two
+    /// changesUrls (an Online payload names one per layer, usually one or
+    /// two). A message with more may outlive its lease; another worker
+    /// then fetches it too, which is harmless (fetching only reads) and
+    /// only the holder of the current lease records its outcome.
     fn max_lease(&self) -> Duration {
         self.sources
             .values()
             .map(|s| s.fetcher.attempt_budget())
             .max()
             .unwrap_or(Duration::from_secs(60))
-            .saturating_mul(4)
-            + Duration::from_secs(30)
+            .saturating_mul(2)
+            + Duration::from_secs(5)
     }
 
     /// Drives the stage one step at time `now`: claims every due job, runs

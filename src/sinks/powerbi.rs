@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::{answer_word, Answer, HttpKind, Outbound, RenderError};
 use crate::config::{ConfigError, PowerBiSpec, Secret};
+use crate::domain::edit::Edit;
 use crate::domain::event::EventOrigin;
 use crate::store::Claimed;
 
@@ -42,6 +43,8 @@ pub const MAX_ROWS: usize = 10_000;
 /// The `powerbi` kind.
 pub struct PowerBi {
     token: Option<Secret>,
+    /// `columns`: one row per edited feature with these attributes.
+    columns: Option<Vec<String>>,
 }
 
 impl PowerBi {
@@ -60,6 +63,7 @@ impl PowerBi {
         }
         Ok(PowerBi {
             token: spec.token.clone(),
+            columns: spec.columns.clone(),
         })
     }
 }
@@ -107,6 +111,59 @@ pub fn rows(d: &Claimed) -> Vec<Map<String, Value>> {
         .collect()
 }
 
+/// `columns`: one row per edited feature of the fetched changes, with
+/// fixed columns [`FEATURE_COLUMNS`] and then the chosen attributes (text
+/// cut to 4,000 characters, numbers as numbers, a missing attribute null).
+pub fn feature_rows(
+    d: &Claimed,
+    columns: &[String],
+) -> Result<Vec<Map<String, Value>>, RenderError> {
+    let doc = super::changes::doc(d)?;
+    let when = d
+        .matched_events()
+        .into_iter()
+        .find_map(|e| e.when)
+        .unwrap_or(d.received_at.get());
+    let when = Value::String(crate::store::Millis(when).rfc3339());
+    let mut out = Vec::new();
+    for layer in &doc.layers {
+        let lists = [
+            (Edit::Add, &layer.adds),
+            (Edit::Update, &layer.updates),
+            (Edit::Delete, &layer.deletes),
+        ];
+        for (edit, list) in lists {
+            for f in list {
+                let attrs = f.get("attributes").and_then(Value::as_object);
+                let mut row = Map::new();
+                row.insert("when".into(), when.clone());
+                row.insert("source".into(), cell(&d.source));
+                row.insert("layer".into(), Value::from(layer.id));
+                row.insert("edit".into(), cell(edit.as_str()));
+                let oid = attrs
+                    .and_then(|a| a.iter().find(|(k, _)| k.eq_ignore_ascii_case("objectid")))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or(Value::Null);
+                row.insert("object_id".into(), oid);
+                for c in columns {
+                    let v = match attrs.and_then(|a| a.get(c)) {
+                        Some(Value::String(s)) => cell(s),
+                        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.clone(),
+                        Some(Value::Null) | None => Value::Null,
+                        Some(other) => cell(&other.to_string()),
+                    };
+                    row.insert(c.clone(), v);
+                }
+                out.push(row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The fixed columns of a `columns` row, before the chosen attributes.
+pub const FEATURE_COLUMNS: [&str; 5] = ["when", "source", "layer", "edit", "object_id"];
+
 impl PowerBi {
     /// The request body: a bare array (push URL) or `{"rows": [...]}` (REST).
     pub fn body(&self, d: &Claimed) -> Result<Value, RenderError> {
@@ -115,7 +172,16 @@ impl PowerBi {
 
     /// One body for the rows of several deliveries.
     pub fn batch_body(&self, ds: &[Claimed]) -> Result<Value, RenderError> {
-        let rows: Vec<_> = ds.iter().flat_map(rows).collect();
+        let rows: Vec<_> = match &self.columns {
+            None => ds.iter().flat_map(rows).collect(),
+            Some(columns) => {
+                let mut all = Vec::new();
+                for d in ds {
+                    all.extend(feature_rows(d, columns)?);
+                }
+                all
+            }
+        };
         if rows.len() > MAX_ROWS {
             return Err(RenderError::Refused(format!(
                 "{} rows, over Power BI's {MAX_ROWS} per request",
