@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::domain::event::Event;
 use crate::domain::time::Millis;
-use crate::store::{self, FetchStatus, Status};
+use crate::store::{self, Status};
 
 /// A delivery as the API and CLI show it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -143,7 +143,7 @@ pub struct MessageDoc {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FetchDoc {
     /// `pending`, `in_flight`, `done` or `dead`.
-    pub status: FetchStatus,
+    pub status: String,
     /// Attempts in the current cycle.
     pub attempts: u32,
     /// When it is due (for `in_flight`: when its lease ends), RFC 3339.
@@ -163,7 +163,7 @@ pub struct FetchDoc {
 impl From<store::FetchRow> for FetchDoc {
     fn from(f: store::FetchRow) -> Self {
         FetchDoc {
-            status: f.status,
+            status: f.status.as_str().to_string(),
             attempts: f.attempts,
             next_attempt_at: f.next_attempt_at.map(Millis::rfc3339),
             last_error: f.last_error,

@@ -463,7 +463,7 @@ mod tests {
             ("power-automate", format!("{http}method = \"PUT\"\nformat = \"original\"\nsign = \"arcgis\"\nsecret = \"k\"")),
             ("slack", format!("{http}template = \"{{}}\"")),
             ("teams", format!("{http}template = \"{{}}\"")),
-            ("powerbi", format!("{http}token = \"t\"")),
+            ("powerbi", format!("{http}token = \"t\"\ncolumns = [\"A\"]")),
             ("notebook", format!("{http}secret = \"k\"\nsignature_header = \"h\"\nsignature_prefix = \"p\"")),
             (
                 "email",

@@ -19,7 +19,7 @@ use crate::domain::event::Event;
 pub const PARKED: Millis = Millis::MAX;
 
 /// A fetch job's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FetchStatus {
     /// Waiting for its `next_attempt_at`.

@@ -180,9 +180,14 @@ pub(super) async fn message_page(
         Err(e) => return store_trouble(&sess.csrf, &e.into()),
     };
     let back = local_target(Some(&back));
-    render(
-        StatusCode::OK,
-        "message.html",
-        &view::message(&sess.csrf, back, &m),
-    )
+    let mut page = view::message(&sess.csrf, back, &m);
+    // The page still shows the message if the fetch row cannot be read.
+    page.m.fetch = st
+        .store
+        .fetch_row(&m.id)
+        .await
+        .ok()
+        .flatten()
+        .map(|f| view::fetch(&f));
+    render(StatusCode::OK, "message.html", &page)
 }

@@ -196,6 +196,52 @@ pub struct MessageView {
     pub body: String,
     pub events: Vec<EventView>,
     pub deliveries: Vec<DeliveryView>,
+    /// The fetch job of the message's feature changes, when it has one.
+    pub fetch: Option<FetchView>,
+}
+
+/// A message's fetch job, as the page shows it.
+#[derive(Debug, Serialize)]
+pub struct FetchView {
+    pub status: &'static str,
+    pub attempts: u32,
+    /// RFC 3339, while pending or in flight.
+    pub next_attempt_at: Option<String>,
+    pub last_error: String,
+    /// "12 features; layer 0: 10 added, 2 updated", once done.
+    pub summary: Option<String>,
+}
+
+/// The page's view of a fetch row.
+pub fn fetch(f: &crate::store::FetchRow) -> FetchView {
+    let summary = f.summary.as_ref().map(|s| {
+        let layers: Vec<String> = s["layers"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| {
+                        format!(
+                            "layer {}: {} added, {} updated, {} deleted",
+                            l["id"], l["adds"], l["updates"], l["deletes"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cut = if s["truncated"] == true {
+            " (cut at max_features)"
+        } else {
+            ""
+        };
+        format!("{} features{cut}; {}", s["features"], layers.join("; "))
+    });
+    FetchView {
+        status: f.status.as_str(),
+        attempts: f.attempts,
+        next_attempt_at: f.next_attempt_at.map(Millis::rfc3339),
+        last_error: f.last_error.clone().unwrap_or_default(),
+        summary,
+    }
 }
 
 /// One event of the message.
@@ -273,6 +319,7 @@ pub fn message(csrf: &str, back: &str, m: &MessageDetail) -> MessagePage {
                 })
                 .collect(),
             deliveries: m.deliveries.iter().map(delivery).collect(),
+            fetch: None,
         },
     }
 }
