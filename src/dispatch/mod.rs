@@ -339,14 +339,12 @@ impl Dispatcher {
             self.metrics.delivery(&rt.name, "dead", 0.0);
             return Completion {
                 lease: d.lease(),
-                attempt: Some(AttemptRecord {
-                    attempt: d.attempts + 1,
-                    started_at: now,
-                    duration_ms: 0,
-                    status: None,
-                    error: Some("changes not fetched: the fetch job is dead".into()),
-                    response: None,
-                }),
+                attempt: Some(unsent(
+                    &d,
+                    now,
+                    Some("changes not fetched: the fetch job is dead".into()),
+                    None,
+                )),
                 next: NextState::Dead,
                 now,
             };
@@ -370,14 +368,7 @@ impl Dispatcher {
             error = %error, "delivery dead: its stored message cannot be read");
         Completion {
             lease: d.lease(),
-            attempt: Some(AttemptRecord {
-                attempt: d.attempts + 1,
-                started_at: now,
-                duration_ms: 0,
-                status: None,
-                error: Some(error),
-                response: None,
-            }),
+            attempt: Some(unsent(&d, now, Some(error), None)),
             next: NextState::Dead,
             now,
         }
@@ -513,14 +504,7 @@ fn filtered(d: Claimed, clock: Option<Millis>) -> Completion {
     let now = clock.unwrap_or_else(now_ms);
     Completion {
         lease: d.lease(),
-        attempt: Some(AttemptRecord {
-            attempt: d.attempts + 1,
-            started_at: now,
-            duration_ms: 0,
-            status: None,
-            error: None,
-            response: Some(FILTERED.into()),
-        }),
+        attempt: Some(unsent(&d, now, None, Some(FILTERED.into()))),
         next: NextState::Delivered,
         now,
     }
@@ -528,3 +512,21 @@ fn filtered(d: Claimed, clock: Option<Millis>) -> Completion {
 
 /// The answer recorded for a filtered delivery.
 pub const FILTERED: &str = "filtered: nothing matched the sink's filter; nothing was sent";
+
+/// The attempt of a delivery decided without a request (a row that does
+/// not read back, a dead fetch, a filter that left nothing).
+fn unsent(
+    d: &Claimed,
+    now: Millis,
+    error: Option<String>,
+    response: Option<String>,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt: d.attempts + 1,
+        started_at: now,
+        duration_ms: 0,
+        status: None,
+        error,
+        response,
+    }
+}
