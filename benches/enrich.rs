@@ -139,7 +139,7 @@ format = "changes"
         sends.spawn(async move {
             let _p = gate.acquire().await.unwrap();
             let r = client
-                .post(format!("http://{url}/hooks/online"))
+                .post(format!("{url}/hooks/online"))
                 .header("content-type", "application/json")
                 .header("x-esriHook-Signature", sign(&body))
                 .body(body)
