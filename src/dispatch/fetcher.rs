@@ -28,8 +28,11 @@ use crate::store::{
 };
 
 /// How often parked deliveries whose fetch has ended are settled (see
-/// [`crate::store::FetchQueue::sweep_parked`]).
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// [`crate::store::FetchQueue::sweep_parked`]). The complete statement
+/// already refuses to park a delivery whose fetch is done; on Postgres a
+/// park and a fetch's completion committing at the same instant can
+/// still cross, and this bounds how long such a delivery waits.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Jobs claimed (and run at once) per turn: fetches wait on ArcGIS, not
 /// on this machine, but each holds an ArcGIS job and a token's quota.

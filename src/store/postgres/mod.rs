@@ -466,7 +466,11 @@ impl Store for PgStore {
                INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status, error, response) \
                SELECT * FROM UNNEST($9::text[], $10::int[], $11::bigint[], $12::bigint[], $13::int[], \
                                     $14::text[], $15::text[])) \
-             UPDATE deliveries d SET status = u.st, next_attempt_at = u.nx, attempts = d.attempts + u.sp, \
+             UPDATE deliveries d SET status = u.st, \
+             next_attempt_at = CASE WHEN u.nx = 9223372036854775807 AND EXISTS \
+               (SELECT 1 FROM fetches f WHERE f.message_id = d.message_id AND f.status = 'done') \
+               THEN u.nw ELSE u.nx END, \
+             attempts = d.attempts + u.sp, \
              lease_token = NULL, updated_at = u.nw, \
              last_status = CASE WHEN u.sp = 1 THEN u.ls ELSE d.last_status END, \
              last_error = CASE WHEN u.sp = 1 THEN u.le ELSE d.last_error END \

@@ -383,7 +383,10 @@ impl Store for SqliteStore {
                     .push_bind(a.and_then(|a| a.error.as_deref()));
             });
             qb.push(
-                ") UPDATE deliveries SET status = u.st, next_attempt_at = u.nx, \
+                ") UPDATE deliveries SET status = u.st, \
+                 next_attempt_at = CASE WHEN u.nx = 9223372036854775807 AND EXISTS \
+                   (SELECT 1 FROM fetches f WHERE f.message_id = deliveries.message_id \
+                    AND f.status = 'done') THEN u.nw ELSE u.nx END, \
                  attempts = deliveries.attempts + u.sp, lease_token = NULL, updated_at = u.nw, \
                  last_status = CASE WHEN u.sp = 1 THEN u.ls ELSE deliveries.last_status END, \
                  last_error = CASE WHEN u.sp = 1 THEN u.le ELSE deliveries.last_error END \
