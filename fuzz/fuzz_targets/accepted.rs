@@ -33,7 +33,7 @@ use hookrelay::sinks::power_automate::PowerAutomate;
 use hookrelay::sinks::powerbi::{PowerBi, COLUMNS, MAX_VALUE_CHARS};
 use hookrelay::sinks::slack::{self, Slack};
 use hookrelay::sinks::teams::{self, Teams};
-use hookrelay::sinks::HttpKind;
+use hookrelay::sinks::{HttpKind, RenderError};
 use hookrelay::store::{Claimed, Millis};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -224,7 +224,7 @@ fn check_powerbi(kind: &PowerBi, d: &Claimed, rest: bool) {
     }
 }
 
-fn check_events_json(kind: &str, out: Result<Vec<u8>, String>, d: &Claimed) {
+fn check_events_json(kind: &str, out: Result<Vec<u8>, RenderError>, d: &Claimed) {
     match out {
         Ok(body) => {
             let v = json(kind, &body);
@@ -235,7 +235,7 @@ fn check_events_json(kind: &str, out: Result<Vec<u8>, String>, d: &Claimed) {
             );
         }
         Err(e) => assert!(
-            e.contains(&MAX_EVENTS_BODY.to_string()),
+            e.to_string().contains(&MAX_EVENTS_BODY.to_string()),
             "{kind} refused to render: {e}"
         ),
     }
