@@ -283,9 +283,21 @@ impl Ring {
             .map(|p| Coord { x: p[0], y: p[1] })
             .collect();
         let winding = line.winding_order()?;
+        // The output may be either way round, so reversing must flip the
+        // winding geo reads. It does not for a ring that touches itself at
+        // its lowest-leftmost vertex (an invalid ring: which side is inside
+        // is ambiguous), nor, near f64's limits, where it may be decidable
+        // one way only; such a ring is dropped like one without area.
+        let mut reversed = line.clone();
+        reversed.0.reverse();
+        if reversed.winding_order()? == winding {
+            return None;
+        }
         let bounds = line.bounding_rect()?;
         let area = Polygon::new(line.clone(), vec![]).unsigned_area();
-        (area > 0.0).then_some(Ring {
+        // An area that overflows (coordinates near f64's limits) is no
+        // shape a consumer could draw, like one without area.
+        (area > 0.0 && area.is_finite()).then_some(Ring {
             positions,
             line,
             winding,
